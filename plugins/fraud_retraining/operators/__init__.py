@@ -1,0 +1,1 @@
+"""Thin Airflow adapters: context and connections in, a library call, small JSON out."""
