@@ -118,18 +118,25 @@ def s3_endpoint(port: int) -> str:
     return f"http://{LOOPBACK}:{port}"
 
 
-def _service_spec(name: str, port: int, state_dir: Path) -> tuple[list[str], dict[str, str], Callable[[], bool]]:
+def _service_spec(
+    name: str, port: int, state_dir: Path
+) -> tuple[list[str], dict[str, str], Callable[[], bool]]:
     """Command line, extra environment and health probe of one service."""
     if name == "mongo":
         data = state_dir / "mongo"
         data.mkdir(parents=True, exist_ok=True)
         cmd = [
             _bin("secantusd-py"),
-            "--host", LOOPBACK,
-            "--port", str(port),
-            "--storage-path", str(data),
-            "--log-level", "WARNING",
-            "--cache-size", "512M",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--storage-path",
+            str(data),
+            "--log-level",
+            "WARNING",
+            "--cache-size",
+            "512M",
         ]
         return cmd, {}, lambda: _mongo_ok(port)
     if name == "s3":
@@ -137,8 +144,10 @@ def _service_spec(name: str, port: int, state_dir: Path) -> tuple[list[str], dic
         return cmd, {}, lambda: _http_ok(f"{s3_endpoint(port)}/moto-api/")
     if name == "airflow":
         cmd = [_bin("airflow"), "standalone"]
-        return cmd, {"AIRFLOW__API__PORT": str(port)}, lambda: _http_ok(
-            f"http://{LOOPBACK}:{port}/api/v2/monitor/health"
+        return (
+            cmd,
+            {"AIRFLOW__API__PORT": str(port)},
+            lambda: _http_ok(f"http://{LOOPBACK}:{port}/api/v2/monitor/health"),
         )
     raise StackError(f"unknown service {name!r}; choose from {ALL_SERVICES}")
 
@@ -255,7 +264,12 @@ def _local_token(state_dir: Path, name: str) -> str:
 
 def connection_env(mongo_port: int, s3_port: int) -> dict[str, str]:
     """Airflow connections (JSON form) and plain settings the library's CLIs read."""
-    mongo_conn = {"conn_type": "mongo", "host": LOOPBACK, "port": mongo_port, "extra": {"directConnection": True}}
+    mongo_conn = {
+        "conn_type": "mongo",
+        "host": LOOPBACK,
+        "port": mongo_port,
+        "extra": {"directConnection": True},
+    }
     aws_conn = {
         "conn_type": "aws",
         "login": LOCAL_S3_KEY_ID,
@@ -346,7 +360,9 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, services: Iterable[str] | None = N
 
 
 def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["up", "down", "status", "env"])
     parser.add_argument("--services", default=",".join(ALL_SERVICES), help="comma-separated subset")
     parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
@@ -360,8 +376,13 @@ def _main(argv: list[str] | None = None) -> int:
             ports = {name: getattr(args, f"{name}_port") for name in ALL_SERVICES}
             running = up(names, state_dir, ports)
             if "airflow" in running:
-                pw = Path(airflow_env(state_dir)["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
-                print(f"Airflow UI: http://{LOOPBACK}:{running['airflow'].port}  (user admin, password in {pw})")
+                pw = (
+                    Path(airflow_env(state_dir)["AIRFLOW_HOME"])
+                    / "simple_auth_manager_passwords.json.generated"
+                )
+                print(
+                    f"Airflow UI: http://{LOOPBACK}:{running['airflow'].port}  (user admin, password in {pw})"
+                )
         elif args.command == "down":
             stopped = down(state_dir, names if args.services != ",".join(ALL_SERVICES) else None)
             print("stopped: " + (", ".join(stopped) or "nothing (no service of ours was running)"))

@@ -80,7 +80,9 @@ def s3_bucket(s3_client) -> str:
 
 @pytest.fixture
 def airflow_connections(
-    monkeypatch: pytest.MonkeyPatch, mongo_server: local_stack.RunningService, s3_server: local_stack.RunningService
+    monkeypatch: pytest.MonkeyPatch,
+    mongo_server: local_stack.RunningService,
+    s3_server: local_stack.RunningService,
 ) -> dict[str, str]:
     """`mongo_default` and `aws_default` as AIRFLOW_CONN_* variables pointing at the test servers."""
     env = local_stack.connection_env(mongo_server.port, s3_server.port)

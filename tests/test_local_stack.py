@@ -60,7 +60,9 @@ def test_service_that_dies_reports_its_log_tail(tmp_path: Path, monkeypatch: pyt
     import sys
 
     crash = [sys.executable, "-c", "print('storage is corrupt: cannot open'); raise SystemExit(3)"]
-    monkeypatch.setattr(local_stack, "_service_spec", lambda name, port, state_dir: (crash, {}, lambda: False))
+    monkeypatch.setattr(
+        local_stack, "_service_spec", lambda name, port, state_dir: (crash, {}, lambda: False)
+    )
     with pytest.raises(local_stack.StackError, match=r"(?s)exited with code 3.*storage is corrupt"):
         local_stack.start_service("mongo", None, tmp_path, timeout=20)
 

@@ -39,7 +39,10 @@ def alert_on_failure(context: Mapping[str, Any]) -> dict[str, Any]:
     url = os.environ.get(WEBHOOK_ENV_VAR)
     if url:
         request = urllib.request.Request(  # noqa: S310 - operator-configured webhook
-            url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
+            url,
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         try:
             with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310

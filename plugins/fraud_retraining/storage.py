@@ -15,8 +15,14 @@ def transaction_indexes(fields: FieldNames) -> list[dict[str, Any]]:
     return [
         {"keys": [(fields.id, ASCENDING)], "name": f"{fields.id}_unique", "unique": True},
         {"keys": [(fields.time, ASCENDING)], "name": f"{fields.time}_1"},
-        {"keys": [(fields.customer, ASCENDING), (fields.time, ASCENDING)], "name": f"{fields.customer}_{fields.time}"},
-        {"keys": [(fields.terminal, ASCENDING), (fields.time, ASCENDING)], "name": f"{fields.terminal}_{fields.time}"},
+        {
+            "keys": [(fields.customer, ASCENDING), (fields.time, ASCENDING)],
+            "name": f"{fields.customer}_{fields.time}",
+        },
+        {
+            "keys": [(fields.terminal, ASCENDING), (fields.time, ASCENDING)],
+            "name": f"{fields.terminal}_{fields.time}",
+        },
     ]
 
 
