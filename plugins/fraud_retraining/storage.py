@@ -23,6 +23,8 @@ def transaction_indexes(fields: FieldNames) -> list[dict[str, Any]]:
             "keys": [(fields.terminal, ASCENDING), (fields.time, ASCENDING)],
             "name": f"{fields.terminal}_{fields.time}",
         },
+        # Label events are extracted by the time they became known (late labels).
+        {"keys": [(fields.labeled_at, ASCENDING)], "name": f"{fields.labeled_at}_1", "sparse": True},
     ]
 
 
