@@ -32,7 +32,9 @@ def _run(cmd: list[str], env: dict[str, str], log: Path | None = None, timeout: 
         result = subprocess.run(cmd, env=env, timeout=timeout, check=False)
     else:
         with open(log, "w") as handle:
-            result = subprocess.run(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+            result = subprocess.run(
+                cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout, check=False
+            )
     if result.returncode != 0:
         if log is not None:
             print(local_stack._tail(log, 60), file=sys.stderr)
@@ -67,7 +69,9 @@ with create_session() as s:
                               "seconds": ti.duration, "result": value}})
 print(json.dumps(out, default=str))
 """
-    result = subprocess.run([str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         print(result.stderr[-3000:], file=sys.stderr)
         raise SystemExit("could not read the run's results from the Airflow metadata DB")
@@ -82,12 +86,16 @@ print(json.dumps(out, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--days", type=int, default=70, help="days of simulated history to seed")
     parser.add_argument("--customers", type=int, default=600)
     parser.add_argument("--terminals", type=int, default=1200)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--end", default=None, help="first day after the simulated stretch (default: today, UTC)")
+    parser.add_argument(
+        "--end", default=None, help="first day after the simulated stretch (default: today, UTC)"
+    )
     parser.add_argument("--keep-running", action="store_true", help="leave the servers up afterwards")
     args = parser.parse_args(argv)
 
@@ -109,13 +117,20 @@ def main(argv: list[str] | None = None) -> int:
                 str(BIN / "python"),
                 str(local_stack.REPO_ROOT / "include" / "seed_transactions.py"),
                 "seed",
-                "--start", start_day.isoformat(),
-                "--days", str(args.days),
-                "--customers", str(args.customers),
-                "--terminals", str(args.terminals),
-                "--seed", str(args.seed),
-                "--malformed-share", "0.002",
-                "--as-of", f"{end_day.isoformat()}T00:00:00+00:00",
+                "--start",
+                start_day.isoformat(),
+                "--days",
+                str(args.days),
+                "--customers",
+                str(args.customers),
+                "--terminals",
+                str(args.terminals),
+                "--seed",
+                str(args.seed),
+                "--malformed-share",
+                "0.002",
+                "--as-of",
+                f"{end_day.isoformat()}T00:00:00+00:00",
             ],
             env,
         )

@@ -144,11 +144,12 @@ def _service_spec(
         return cmd, {}, lambda: _http_ok(f"{s3_endpoint(port)}/moto-api/")
     if name == "airflow":
         cmd = [_bin("airflow"), "standalone"]
-        return (
-            cmd,
-            {"AIRFLOW__API__PORT": str(port)},
-            lambda: _http_ok(f"http://{LOOPBACK}:{port}/api/v2/monitor/health"),
-        )
+        extra = {
+            "AIRFLOW__API__PORT": str(port),
+            # Workers report task state to the API server; it must follow a non-default port.
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{LOOPBACK}:{port}/execution/",
+        }
+        return cmd, extra, lambda: _http_ok(f"http://{LOOPBACK}:{port}/api/v2/monitor/health")
     raise StackError(f"unknown service {name!r}; choose from {ALL_SERVICES}")
 
 
@@ -303,6 +304,8 @@ def airflow_env(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, str]:
         # Stable secrets so restarts keep sessions; random per machine, stored under .local.
         "AIRFLOW__API_AUTH__JWT_SECRET": _local_token(state_dir, "jwt_secret"),
         "AIRFLOW__API__SECRET_KEY": _local_token(state_dir, "api_secret_key"),
+        # `airflow standalone` starts its components as `airflow ...` found on PATH.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]).rstrip(
             os.pathsep
         ),

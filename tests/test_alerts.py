@@ -14,7 +14,9 @@ from fraud_retraining.alerts import WEBHOOK_ENV_VAR, alert_on_failure
 
 
 def _context() -> dict:
-    ti = SimpleNamespace(dag_id="fraud_model_retraining", run_id="scheduled__2026-12-03", task_id="extract", try_number=3)
+    ti = SimpleNamespace(
+        dag_id="fraud_model_retraining", run_id="scheduled__2026-12-03", task_id="extract", try_number=3
+    )
     return {"task_instance": ti, "exception": ValueError("cursor died")}
 
 

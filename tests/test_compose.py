@@ -46,7 +46,10 @@ def test_one_shot_jobs_are_awaited_by_completion(compose: dict) -> None:
     services = compose["services"]
     for name in ONE_SHOT:
         assert services[name]["restart"] == "no"
-    assert services["airflow-scheduler"]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    assert (
+        services["airflow-scheduler"]["depends_on"]["minio-init"]["condition"]
+        == "service_completed_successfully"
+    )
 
 
 def test_mongo_is_a_replica_set_with_init(compose: dict) -> None:

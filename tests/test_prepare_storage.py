@@ -18,7 +18,9 @@ def _config_for(tmp_path: Path, database: str, bucket: str) -> str:
     return str(path)
 
 
-def test_prepare_storage_creates_bucket_and_indexes_once(tmp_path, airflow_connections, mongo_db, s3_client) -> None:
+def test_prepare_storage_creates_bucket_and_indexes_once(
+    tmp_path, airflow_connections, mongo_db, s3_client
+) -> None:
     from fraud_retraining.operators.prepare_storage import PrepareStorageOperator
 
     bucket = f"prep-{mongo_db.name.replace('_', '-')}"
@@ -34,5 +36,8 @@ def test_prepare_storage_creates_bucket_and_indexes_once(tmp_path, airflow_conne
     cfg = load_use_case(config_path)
     info = mongo_db[cfg.mongo.collection].index_information()
     assert info[f"{cfg.fields.id}_unique"]["unique"] is True
-    assert info[f"{cfg.fields.customer}_{cfg.fields.time}"]["key"] == [(cfg.fields.customer, 1), (cfg.fields.time, 1)]
+    assert info[f"{cfg.fields.customer}_{cfg.fields.time}"]["key"] == [
+        (cfg.fields.customer, 1),
+        (cfg.fields.time, 1),
+    ]
     assert set(first["indexes"]) <= set(info)
