@@ -2,8 +2,10 @@
 
 1. starts the MongoDB wire server and the S3 server (unless `make up` already runs them),
 2. seeds a small, deterministic stretch of simulated card transactions into MongoDB,
-3. runs the DAG for the last simulated day with `airflow dags test`,
-4. prints what each task did (its XCom summary), then stops only what it started.
+3. extracts all but the last day into the S3 raw zone (include/extract_history.py: the same
+   library call as the DAG's extract task, one process instead of one DAG run per day),
+4. runs the DAG for the last simulated day with `airflow dags test`,
+5. prints what each task did (its XCom summary), then stops only what it started.
 
 Everything lands under .local/ (ignored by git). The full task log is .local/logs/demo-dag-test.log.
 """
@@ -135,13 +137,31 @@ def main(argv: list[str] | None = None) -> int:
             env,
         )
 
-        print("3. preparing the Airflow metadata DB (.local/airflow, SQLite)", flush=True)
+        last_day = end_day - timedelta(days=1)
+        print(
+            f"3. extracting the history into the S3 raw zone ({start_day} .. {last_day - timedelta(days=1)})",
+            flush=True,
+        )
+        _run(
+            [
+                str(BIN / "python"),
+                str(local_stack.REPO_ROOT / "include" / "extract_history.py"),
+                "--from",
+                start_day.isoformat(),
+                "--to",
+                last_day.isoformat(),
+            ],
+            env,
+            log=state_dir / "logs" / "demo-extract-history.log",
+        )
+
+        print("4. preparing the Airflow metadata DB (.local/airflow, SQLite)", flush=True)
         _run([str(BIN / "airflow"), "db", "migrate"], env, log=state_dir / "logs" / "demo-db-migrate.log")
 
         # With CronDataIntervalTimetable, logical date D runs the interval [D - 1 day, D).
         logical = f"{end_day.isoformat()}T00:00:00+00:00"
         log = state_dir / "logs" / "demo-dag-test.log"
-        print(f"4. airflow dags test {DAG_ID} {logical}  (log: {log})", flush=True)
+        print(f"5. airflow dags test {DAG_ID} {logical}  (log: {log})", flush=True)
         _run([str(BIN / "airflow"), "dags", "test", DAG_ID, logical], env, log=log)
         state = _print_run_summary(env)
         return 0 if state.endswith("success") else 1
