@@ -47,3 +47,8 @@ def training_prefix(cfg: UseCaseConfig, run_key: str) -> str:
 
 def model_prefix(cfg: UseCaseConfig, version: str) -> str:
     return f"{cfg.s3.models_prefix}/{cfg.model_name}/{version}/"
+
+
+def autopilot_input_prefix(training_set_prefix: str) -> str:
+    """training/<run_key>/autopilot/: the CSV copies of the staged splits that Autopilot reads."""
+    return f"{training_set_prefix.rstrip('/')}/autopilot/"

@@ -1,0 +1,95 @@
+"""Deferrable wait for a SageMaker Autopilot V2 job, run by the Airflow triggerer.
+
+The worker slot is released while Autopilot trains (hours, in a real account). The trigger polls
+DescribeAutoMLJobV2; when the job ends it fires with the job's status and FailureReason; when
+the deadline passes first it calls StopAutoMLJob itself, so a stuck or over-budget job stops
+billing even if no worker picks the task up again, and fires with status "TimedOut".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+from botocore.exceptions import ClientError
+
+from fraud_retraining.engines.sagemaker import job_outcome, stop_job
+
+TIMED_OUT = "TimedOut"
+THROTTLING_CODES = frozenset(
+    {"ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequestsException"}
+)
+
+
+class AutoMLJobV2Trigger(BaseTrigger):
+    """Fire when Autopilot job `job_name` ends, or stop it at `deadline_epoch_s` (UNIX seconds)."""
+
+    def __init__(
+        self,
+        *,
+        job_name: str,
+        aws_conn_id: str,
+        deadline_epoch_s: float,
+        poll_interval_s: float = 60.0,
+    ) -> None:
+        super().__init__()
+        self.job_name = job_name
+        self.aws_conn_id = aws_conn_id
+        self.deadline_epoch_s = float(deadline_epoch_s)
+        self.poll_interval_s = float(poll_interval_s)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "job_name": self.job_name,
+                "aws_conn_id": self.aws_conn_id,
+                "deadline_epoch_s": self.deadline_epoch_s,
+                "poll_interval_s": self.poll_interval_s,
+            },
+        )
+
+    def _client(self) -> Any:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        return AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="sagemaker").get_conn()
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        # boto3 is blocking: every call runs in a thread so the triggerer's event loop stays free.
+        client = await asyncio.to_thread(self._client)
+        while True:
+            try:
+                description = await asyncio.to_thread(
+                    client.describe_auto_ml_job_v2, AutoMLJobName=self.job_name
+                )
+            except ClientError as err:
+                # Throttling is routine when many jobs are polled; anything else is a real failure.
+                if err.response.get("Error", {}).get("Code") not in THROTTLING_CODES:
+                    raise
+                await asyncio.sleep(self.poll_interval_s)
+                continue
+            outcome = job_outcome(description)
+            if outcome["terminal"]:
+                self.log.info("Autopilot job %s ended: %s", self.job_name, outcome["status"])
+                yield TriggerEvent(outcome)
+                return
+            remaining = self.deadline_epoch_s - time.time()
+            if remaining <= 0:
+                status = await asyncio.to_thread(stop_job, client, self.job_name)
+                self.log.warning(
+                    "Autopilot job %s ran past its deadline; stop requested (%s)", self.job_name, status
+                )
+                yield TriggerEvent(
+                    {
+                        **outcome,
+                        "status": TIMED_OUT,
+                        "terminal": True,
+                        "remote_status_after_stop": status,
+                        "failure_reason": f"timed out after the deadline; StopAutoMLJob sent ({status})",
+                    }
+                )
+                return
+            await asyncio.sleep(min(self.poll_interval_s, max(remaining, 0.0)))
