@@ -66,17 +66,20 @@ def test_backfill_runs_past_intervals_to_success(airflow_api: httpx.Client) -> N
     _wait_for(lambda: airflow_api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200, 120, "the DAG")
     # Tasks of a paused DAG are never scheduled, backfill or not.
     assert airflow_api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
-    response = airflow_api.post(
-        "/api/v2/backfills",
-        json={
-            "dag_id": DAG_ID,
-            "from_date": "2026-11-01T00:00:00Z",
-            "to_date": "2026-11-02T00:00:00Z",
-            "run_backwards": False,
-            "dag_run_conf": {},
-            "reprocess_behavior": "none",
-            "max_active_runs": 1,
-        },
+    body = {
+        "dag_id": DAG_ID,
+        "from_date": "2026-11-01T00:00:00Z",
+        "to_date": "2026-11-02T00:00:00Z",
+        "run_backwards": False,
+        "dag_run_conf": {},
+        "reprocess_behavior": "none",
+        "max_active_runs": 1,
+    }
+    # SQLite answers 503 "database is locked" while the scheduler writes; a user would retry too.
+    response = _wait_for(
+        lambda: (r := airflow_api.post("/api/v2/backfills", json=body)).status_code != 503 and r,
+        90,
+        "SQLite to accept the backfill",
     )
     assert response.status_code == 200, response.text
 

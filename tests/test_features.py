@@ -1,0 +1,106 @@
+"""Point-in-time features on hand-made frames, and batch == online on the same transactions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraud_retraining.config import load_use_case
+from fraud_retraining.features import FEATURE_COLUMNS, compute_features, features_for_transaction
+
+CFG = load_use_case()  # label delay 7 days
+T0 = pd.Timestamp("2026-11-02 12:00", tz="UTC")  # a Monday
+
+
+def _tx(rows: list[tuple[str, pd.Timestamp, int, int, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["tx_id", "tx_datetime", "customer_id", "terminal_id", "amount"])
+
+
+def _labels(rows: list[tuple[str, int, pd.Timestamp]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["tx_id", "is_fraud", "labeled_at"])
+
+
+def test_customer_windows_are_strictly_before_the_transaction() -> None:
+    tx = _tx(
+        [
+            ("a", T0 - pd.Timedelta(days=40), 1, 9, 100.0),  # outside every window
+            ("b", T0 - pd.Timedelta(days=10), 1, 9, 30.0),  # in 30d only
+            ("c", T0 - pd.Timedelta(hours=2), 1, 9, 10.0),  # in 1d, 7d, 30d
+            ("d", T0, 1, 9, 500.0),  # the transaction itself
+            ("e", T0 + pd.Timedelta(hours=1), 1, 9, 7.0),  # later: never seen by d
+            ("x", T0 - pd.Timedelta(hours=1), 2, 9, 999.0),  # other customer
+        ]
+    )
+    row = compute_features(tx, _labels([]), CFG).set_index("tx_id").loc["d"]
+    assert row["customer_tx_count_1d"] == 1
+    assert row["customer_mean_amount_1d"] == 10.0
+    assert row["customer_tx_count_7d"] == 1
+    assert row["customer_tx_count_30d"] == 2
+    assert row["customer_mean_amount_30d"] == 20.0
+    assert row["amount"] == 500.0
+    assert row["is_weekend"] == 0
+    assert row["is_night"] == 0
+
+
+def test_terminal_windows_are_shifted_by_the_delay_and_labels_do_not_leak() -> None:
+    day = pd.Timedelta(days=1)
+    tx = _tx(
+        [
+            ("f1", T0 - 8 * day, 1, 5, 10.0),  # in [t-8d, t-7d): the 1d window
+            ("g1", T0 - 8 * day + pd.Timedelta(hours=3), 2, 5, 10.0),
+            ("f2", T0 - 10 * day, 3, 5, 10.0),  # fraud, label known only after t
+            ("g2", T0 - 20 * day, 4, 5, 10.0),
+            ("g3", T0 - 3 * day, 5, 5, 10.0),  # inside the delay: invisible
+            ("t", T0, 6, 5, 10.0),
+        ]
+    )
+    labels = _labels(
+        [
+            ("f1", 1, T0 - 6 * day),  # known before t
+            ("f2", 1, T0 + 1 * day),  # written after t: must not leak
+        ]
+    )
+    row = compute_features(tx, labels, CFG).set_index("tx_id").loc["t"]
+    assert row["terminal_tx_count_1d"] == 2
+    assert row["terminal_fraud_share_1d"] == 0.5
+    assert row["terminal_tx_count_7d"] == 3
+    assert row["terminal_fraud_share_7d"] == pytest.approx(1 / 3)
+    assert row["terminal_tx_count_30d"] == 4
+    assert row["terminal_fraud_share_30d"] == 0.25
+
+
+def test_night_and_weekend_flags() -> None:
+    saturday_night = pd.Timestamp("2026-11-07 03:00", tz="UTC")
+    row = compute_features(_tx([("n", saturday_night, 1, 1, 5.0)]), _labels([]), CFG).iloc[0]
+    assert row["is_weekend"] == 1
+    assert row["is_night"] == 1
+
+
+def test_batch_and_online_features_are_equal() -> None:
+    from fraud_retraining.simulator import SimulationParams, simulate
+
+    sim = simulate(
+        SimulationParams(n_customers=150, n_terminals=300, n_days=45, start_date="2026-09-01", seed=3), CFG
+    )
+    transactions = sim[["tx_id", "tx_datetime", "customer_id", "terminal_id", "amount"]]
+    labels = sim[["tx_id", "is_fraud", "labeled_at"]]
+    batch = compute_features(transactions, labels, CFG).set_index("tx_id")
+    rng = np.random.default_rng(0)
+    checked = 0
+    for i in rng.choice(np.arange(len(sim) // 2, len(sim)), 25, replace=False):
+        tx = transactions.iloc[i]
+        t = tx["tx_datetime"]
+        prior = transactions[
+            (transactions["tx_datetime"] < t)
+            & (
+                (transactions["customer_id"] == tx["customer_id"])
+                | (transactions["terminal_id"] == tx["terminal_id"])
+            )
+        ]
+        known = labels[labels["labeled_at"] <= t]
+        online = features_for_transaction(tx.to_dict(), prior, known, CFG)
+        expected = batch.loc[tx["tx_id"], FEATURE_COLUMNS].astype(float).to_dict()
+        assert online == pytest.approx(expected), tx["tx_id"]
+        checked += 1
+    assert checked == 25
