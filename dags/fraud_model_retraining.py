@@ -3,7 +3,39 @@
 Runs once per daily data interval [data_interval_start, data_interval_end) on
 CronDataIntervalTimetable, so scheduled runs and backfills carry real intervals:
 
-    prepare_storage >> extract_from_mongo (mapped over time slices)
+    stage_to_s3 = StageTrainingSetOperator(
+        task_id="stage_to_s3",
+        use_case_config="{{ params.use_case_config or '' }}",
+        training_window_days="{{ params.training_window_days }}",
+        execution_timeout=timedelta(minutes=30),
+    )
+
+    automl_training = AutoMLTrainingOperator(
+        task_id="automl_training",
+        training_prefix="{{ " + STAGE_SUMMARY + "['training_prefix'] }}",
+        use_case_config="{{ params.use_case_config or '' }}",
+        engine="{{ params.training_engine }}",
+        time_budget_s="{{ params.training_budget_s }}",
+        execution_timeout=timedelta(hours=3),
+    )
+
+    model_evaluation_gate = ModelEvaluationGateOperator(
+        task_id="model_evaluation_gate",
+        training_prefix="{{ " + STAGE_SUMMARY + "['training_prefix'] }}",
+        challenger_version="{{ " + TRAIN_SUMMARY + "['version'] }}",
+        use_case_config="{{ params.use_case_config or '' }}",
+        floors="{{ params.gate_floors | tojson }}",
+        tolerance="{{ params.gate_tolerance }}",
+        min_train_frauds="{{ params.gate_min_train_frauds }}",
+        alert_budget="{{ params.alert_budget }}",
+        execution_timeout=timedelta(minutes=20),
+    )
+
+    prepare_storage >> extract_from_mongo >> stage_to_s3 >> automl_training >> model_evaluation_gate (mapped over time slices) >> stage_to_s3
+        >> automl_training >> model_evaluation_gate
+
+The gate records its decision (and every rule's numbers) in the registry; a failed gate is a
+normal outcome, not a failed run. Deployment to the endpoint is not wired yet.
 """
 
 from __future__ import annotations
@@ -14,7 +46,13 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
 from fraud_retraining.alerts import alert_on_failure
 from fraud_retraining.operators.extract import ExtractIntervalOperator
+from fraud_retraining.operators.gate import ModelEvaluationGateOperator
 from fraud_retraining.operators.prepare_storage import PrepareStorageOperator
+from fraud_retraining.operators.stage import StageTrainingSetOperator
+from fraud_retraining.operators.train import AutoMLTrainingOperator
+
+STAGE_SUMMARY = "ti.xcom_pull(task_ids='stage_to_s3')"
+TRAIN_SUMMARY = "ti.xcom_pull(task_ids='automl_training')"
 
 default_args = {
     "owner": "ml-platform",
@@ -48,6 +86,34 @@ with DAG(
             maximum=48,
             description="Time slices the interval is split into, extracted in parallel (one Parquet part each).",
         ),
+        "training_window_days": Param(
+            56, type="integer", minimum=7, maximum=365, description="Days of labelled data to train on."
+        ),
+        "training_engine": Param("local", enum=["local", "sagemaker"], description="AutoML engine."),
+        "training_budget_s": Param(
+            120, type="integer", minimum=10, maximum=86400, description="AutoML wall-clock budget in seconds."
+        ),
+        "gate_floors": Param(
+            {"auc_roc": 0.75, "average_precision": 0.30},
+            type="object",
+            description="Absolute floors on holdout metrics the challenger must reach.",
+        ),
+        "gate_tolerance": Param(
+            0.01,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="Allowed drop of average precision vs champion.",
+        ),
+        "gate_min_train_frauds": Param(
+            50, type="integer", minimum=1, description="Refuse models trained on fewer frauds than this."
+        ),
+        "alert_budget": Param(
+            0.01,
+            type="number",
+            exclusiveMinimum=0,
+            description="Alert budget (share of transactions) for recall.",
+        ),
     },
     doc_md=__doc__,
 ) as dag:
@@ -68,4 +134,32 @@ with DAG(
         execution_timeout=timedelta(minutes=60),
     ).expand(slice_index=plan_extract_slices())
 
-    prepare_storage >> extract_from_mongo
+    stage_to_s3 = StageTrainingSetOperator(
+        task_id="stage_to_s3",
+        use_case_config="{{ params.use_case_config or '' }}",
+        training_window_days="{{ params.training_window_days }}",
+        execution_timeout=timedelta(minutes=30),
+    )
+
+    automl_training = AutoMLTrainingOperator(
+        task_id="automl_training",
+        training_prefix="{{ " + STAGE_SUMMARY + "['training_prefix'] }}",
+        use_case_config="{{ params.use_case_config or '' }}",
+        engine="{{ params.training_engine }}",
+        time_budget_s="{{ params.training_budget_s }}",
+        execution_timeout=timedelta(hours=3),
+    )
+
+    model_evaluation_gate = ModelEvaluationGateOperator(
+        task_id="model_evaluation_gate",
+        training_prefix="{{ " + STAGE_SUMMARY + "['training_prefix'] }}",
+        challenger_version="{{ " + TRAIN_SUMMARY + "['version'] }}",
+        use_case_config="{{ params.use_case_config or '' }}",
+        floors="{{ params.gate_floors | tojson }}",
+        tolerance="{{ params.gate_tolerance }}",
+        min_train_frauds="{{ params.gate_min_train_frauds }}",
+        alert_budget="{{ params.alert_budget }}",
+        execution_timeout=timedelta(minutes=20),
+    )
+
+    prepare_storage >> extract_from_mongo >> stage_to_s3 >> automl_training >> model_evaluation_gate

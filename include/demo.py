@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--end", default=None, help="first day after the simulated stretch (default: today, UTC)"
     )
+    parser.add_argument("--budget", type=int, default=30, help="AutoML budget in seconds")
     parser.add_argument("--keep-running", action="store_true", help="leave the servers up afterwards")
     args = parser.parse_args(argv)
 
@@ -162,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         logical = f"{end_day.isoformat()}T00:00:00+00:00"
         log = state_dir / "logs" / "demo-dag-test.log"
         print(f"5. airflow dags test {DAG_ID} {logical}  (log: {log})", flush=True)
-        _run([str(BIN / "airflow"), "dags", "test", DAG_ID, logical], env, log=log)
+        conf = {"training_budget_s": args.budget, "training_window_days": args.days - 35}
+        _run([str(BIN / "airflow"), "dags", "test", DAG_ID, logical, "--conf", json.dumps(conf)], env, log=log)
         state = _print_run_summary(env)
         return 0 if state.endswith("success") else 1
     finally:
