@@ -3,35 +3,7 @@
 Runs once per daily data interval [data_interval_start, data_interval_end) on
 CronDataIntervalTimetable, so scheduled runs and backfills carry real intervals:
 
-    stage_to_s3 = StageTrainingSetOperator(
-        task_id="stage_to_s3",
-        use_case_config="{{ params.use_case_config or '' }}",
-        training_window_days="{{ params.training_window_days }}",
-        execution_timeout=timedelta(minutes=30),
-    )
-
-    automl_training = AutoMLTrainingOperator(
-        task_id="automl_training",
-        training_prefix="{{ " + STAGE_SUMMARY + "['training_prefix'] }}",
-        use_case_config="{{ params.use_case_config or '' }}",
-        engine="{{ params.training_engine }}",
-        time_budget_s="{{ params.training_budget_s }}",
-        execution_timeout=timedelta(hours=3),
-    )
-
-    model_evaluation_gate = ModelEvaluationGateOperator(
-        task_id="model_evaluation_gate",
-        training_prefix="{{ " + STAGE_SUMMARY + "['training_prefix'] }}",
-        challenger_version="{{ " + TRAIN_SUMMARY + "['version'] }}",
-        use_case_config="{{ params.use_case_config or '' }}",
-        floors="{{ params.gate_floors | tojson }}",
-        tolerance="{{ params.gate_tolerance }}",
-        min_train_frauds="{{ params.gate_min_train_frauds }}",
-        alert_budget="{{ params.alert_budget }}",
-        execution_timeout=timedelta(minutes=20),
-    )
-
-    prepare_storage >> extract_from_mongo >> stage_to_s3 >> automl_training >> model_evaluation_gate (mapped over time slices) >> stage_to_s3
+    prepare_storage >> extract_from_mongo (mapped over time slices) >> stage_to_s3
         >> automl_training >> model_evaluation_gate
 
 The gate records its decision (and every rule's numbers) in the registry; a failed gate is a
