@@ -93,8 +93,16 @@ def test_backfill_runs_past_intervals_to_success(airflow_api: httpx.Client) -> N
         done = [r for r in runs if r["state"] in ("success", "failed")]
         return runs if runs and len(done) == len(runs) else None
 
-    runs = _wait_for(finished_runs, 240, lambda: f"the backfill runs to finish (runs: {seen})")
-    assert {r["state"] for r in runs} == {"success"}
+    runs = _wait_for(finished_runs, 300, lambda: f"the backfill runs to finish (runs: {seen})")
     intervals = sorted((r["data_interval_start"], r["data_interval_end"]) for r in runs)
     assert intervals[0][0].startswith("2026-11-01T00:00:00")
     assert all(start < end for start, end in intervals)
+    # The source is empty: each backfilled interval is re-extracted (an empty, valid partition),
+    # and the stage then fails at once with its reason instead of training on nothing.
+    for run in runs:
+        tis = airflow_api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances").json()
+        states = {ti["task_id"]: ti["state"] for ti in tis["task_instances"]}
+        assert states["prepare_storage"] == "success", states
+        assert states["extract_from_mongo"] == "success", states
+        assert states["stage_to_s3"] == "failed", states
+        assert states["automl_training"] == "upstream_failed", states

@@ -34,20 +34,25 @@ class StageTrainingSetOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from airflow.sdk.exceptions import AirflowFailException
 
         from fraud_retraining.config import load_use_case
-        from fraud_retraining.staging import stage_training_set
+        from fraud_retraining.staging import StagingError, stage_training_set
 
         cfg = load_use_case(self.use_case_config or None)
         s3 = S3Hook(aws_conn_id=cfg.s3.conn_id).get_conn()
-        summary = stage_training_set(
-            s3,
-            cfg,
-            str(self.as_of),
-            str(self.run_key),
-            training_window_days=int(self.training_window_days),
-            valid_days=self.valid_days,
-            test_days=self.test_days,
-        )
+        try:
+            summary = stage_training_set(
+                s3,
+                cfg,
+                str(self.as_of),
+                str(self.run_key),
+                training_window_days=int(self.training_window_days),
+                valid_days=self.valid_days,
+                test_days=self.test_days,
+            )
+        except StagingError as err:
+            # Not enough data is not transient: fail now with the reason instead of retrying.
+            raise AirflowFailException(str(err)) from err
         self.log.info("training set staged: %s", summary)
         return summary
