@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         log = state_dir / "logs" / "demo-dag-test.log"
         print(f"5. airflow dags test {DAG_ID} {logical}  (log: {log})", flush=True)
         conf = {"training_budget_s": args.budget, "training_window_days": args.days - 35}
-        _run([str(BIN / "airflow"), "dags", "test", DAG_ID, logical, "--conf", json.dumps(conf)], env, log=log)
+        _run(
+            [str(BIN / "airflow"), "dags", "test", DAG_ID, logical, "--conf", json.dumps(conf)], env, log=log
+        )
         state = _print_run_summary(env)
         return 0 if state.endswith("success") else 1
     finally:
