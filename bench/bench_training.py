@@ -65,17 +65,16 @@ def simulate_handbook(scale: float, seed: int, cfg) -> pd.DataFrame:
 
 
 def batch_features(transactions: pd.DataFrame, cfg) -> tuple[pd.DataFrame, list[str]]:
-    """The stage task's batch features over all transactions (labels used only once known).
+    """The stage task's batch features over all transactions (labels used only once known),
+    with the eventual label attached for training and evaluation, as the handbook does."""
+    from fraud_retraining.features import FEATURE_COLUMNS, compute_features
 
-    Needs fraud_retraining.features with FEATURE_COLUMNS and a batch function taking the
-    simulator's frame (cfg field names, incl. labeled_at) and returning it with the feature
-    columns added. `build_features` is the assumed name: adjust this one call if it differs.
-    """
-    try:
-        from fraud_retraining import features
-    except ImportError as err:
-        raise SystemExit(f"bench_training needs fraud_retraining.features (the stage issue): {err}") from err
-    return features.build_features(transactions, cfg), list(features.FEATURE_COLUMNS)
+    f = cfg.fields
+    raw = transactions[[f.id, f.time, f.customer, f.terminal, f.amount]]
+    labels = transactions[[f.id, f.label, f.labeled_at]]
+    featured = compute_features(raw, labels, cfg)
+    featured[f.label] = transactions[f.label].to_numpy()
+    return featured, list(FEATURE_COLUMNS)
 
 
 def handbook_test_set(frame: pd.DataFrame, cfg) -> pd.DataFrame:
