@@ -33,8 +33,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STATE_DIR = REPO_ROOT / ".local"
 LOOPBACK = "127.0.0.1"
-DEFAULT_PORTS = {"mongo": 27017, "s3": 5000, "airflow": 8080}
-ALL_SERVICES = ("mongo", "s3", "airflow")
+DEFAULT_PORTS = {"mongo": 27017, "s3": 5000, "airflow": 8080, "endpoint": 8081}
+ALL_SERVICES = ("mongo", "s3", "airflow", "endpoint")
 # moto accepts any key pair; these name the local stack, they are not credentials.
 LOCAL_S3_KEY_ID = "local-stack"
 LOCAL_S3_SECRET = "local-stack-not-a-secret"  # noqa: S105
@@ -150,6 +150,17 @@ def _service_spec(
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{LOOPBACK}:{port}/execution/",
         }
         return cmd, extra, lambda: _http_ok(f"http://{LOOPBACK}:{port}/api/v2/monitor/health")
+    if name == "endpoint":
+        # Starts without a model (/ping answers 503 until the first deploy), so health is /metrics.
+        cmd = [
+            sys.executable,
+            str(REPO_ROOT / "include" / "serve_endpoint.py"),
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+        ]
+        return cmd, {}, lambda: _http_ok(f"http://{LOOPBACK}:{port}/metrics")
     raise StackError(f"unknown service {name!r}; choose from {ALL_SERVICES}")
 
 
@@ -182,7 +193,9 @@ def start_service(
             cwd=str(REPO_ROOT),
             start_new_session=True,  # its own process group, so `down` stops its children too
         )
-    service = RunningService(name, port, proc.pid, str(log_path), Path(cmd[0]).name)
+    # The script name when the command is `python script.py`, else the executable's name.
+    marker = next((Path(part).name for part in cmd[1:2] if part.endswith(".py")), Path(cmd[0]).name)
+    service = RunningService(name, port, proc.pid, str(log_path), marker)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -288,6 +301,14 @@ def connection_env(mongo_port: int, s3_port: int) -> dict[str, str]:
     }
 
 
+def endpoint_env(state_dir: Path, port: int) -> dict[str, str]:
+    """Where the endpoint-update operator finds the local endpoint and its admin token."""
+    return {
+        "FRAUD_ENDPOINT_URL": f"http://{LOOPBACK}:{port}",
+        "FRAUD_ENDPOINT_ADMIN_TOKEN": _local_token(state_dir, "endpoint_admin"),
+    }
+
+
 def airflow_env(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, str]:
     """Settings for a project-local Airflow: SQLite home under .local, our dags/ and plugins/."""
     home = state_dir / "airflow"
@@ -320,6 +341,8 @@ def stack_env(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, str]:
         raise StackError(f"the local stack is not up ({', '.join(missing)} missing); run `make up`")
     env = connection_env(services["mongo"].port, services["s3"].port)
     env.update(airflow_env(state_dir))
+    if "endpoint" in services:
+        env.update(endpoint_env(state_dir, services["endpoint"].port))
     return env
 
 
@@ -332,12 +355,16 @@ def up(
     ports = {**DEFAULT_PORTS, **(ports or {})}
     running = {name: svc for name, svc in read_state(state_dir).items() if _is_ours(svc)}
     wanted = list(services)
-    for name in ("mongo", "s3", "airflow"):  # airflow needs the other two's ports
+    for name in ("mongo", "s3", "endpoint", "airflow"):  # airflow needs the others' ports
         if name not in wanted or name in running:
             continue
         env: dict[str, str] = {}
+        if name == "endpoint":
+            env = {"FRAUD_ENDPOINT_ADMIN_TOKEN": _local_token(state_dir, "endpoint_admin")}
         if name == "airflow":
             env = {**connection_env(running["mongo"].port, running["s3"].port), **airflow_env(state_dir)}
+            if "endpoint" in running:
+                env.update(endpoint_env(state_dir, running["endpoint"].port))
         timeout = 240.0 if name == "airflow" else 60.0
         running[name] = start_service(name, ports[name], state_dir, env=env, timeout=timeout)
         _write_state(state_dir, running)

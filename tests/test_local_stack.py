@@ -86,3 +86,21 @@ def test_connection_env_is_airflow_json(mongo_server, s3_server) -> None:
     assert aws["extra"]["endpoint_url"] == f"http://127.0.0.1:{s3_server.port}"
     mongo = json.loads(env["AIRFLOW_CONN_MONGO_DEFAULT"])
     assert mongo["conn_type"] == "mongo" and mongo["port"] == mongo_server.port
+
+
+def test_endpoint_service_starts_without_a_model_and_guards_admin(tmp_path: Path) -> None:
+    import httpx
+
+    running = local_stack.up(["endpoint"], tmp_path, ports={"endpoint": local_stack.free_port()})
+    try:
+        base = f"http://127.0.0.1:{running['endpoint'].port}"
+        assert running["endpoint"].cmd_marker == "serve_endpoint.py"
+        ping = httpx.get(f"{base}/ping", timeout=10)
+        assert ping.status_code == 503
+        assert httpx.post(f"{base}/admin/rollback", timeout=10).status_code == 401
+        token = local_stack.endpoint_env(tmp_path, running["endpoint"].port)["FRAUD_ENDPOINT_ADMIN_TOKEN"]
+        status = httpx.get(f"{base}/admin/status", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert status.status_code == 200
+        assert status.json()["current_version"] is None
+    finally:
+        assert local_stack.down(tmp_path) == ["endpoint"]
