@@ -25,7 +25,7 @@ import pymongo
 from tqdm import tqdm
 
 from fraud_retraining.config import load_use_case
-from fraud_retraining.seeding import apply_due_labels, as_utc, seed, summary_json
+from fraud_retraining.seeding import apply_due_labels, seed, summary_json
 from fraud_retraining.simulator import (
     SimulationParams,
     build_profiles,
@@ -33,6 +33,7 @@ from fraud_retraining.simulator import (
     simulate_live_batch,
 )
 from fraud_retraining.storage import ensure_transaction_indexes
+from fraud_retraining.timeutil import as_utc
 
 
 def _params(args: argparse.Namespace) -> SimulationParams:

@@ -89,6 +89,7 @@ from fraud_retraining.layout import (
     quarantine_partition_prefix,
     raw_partition_prefix,
 )
+from fraud_retraining.timeutil import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +175,6 @@ def _required_fields(cfg: UseCaseConfig, dataset: str) -> list[str]:
 # ------------------------------------------------------------------ intervals and slices
 
 
-def _as_utc(value: datetime | str) -> datetime:
-    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
 def _bson_ms(value: datetime) -> datetime:
     """BSON dates have millisecond precision; bounds must be truncated the same way."""
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
@@ -188,7 +182,7 @@ def _bson_ms(value: datetime) -> datetime:
 
 def plan_slices(start: datetime | str, end: datetime | str, n: int) -> list[dict[str, Any]]:
     """Split [start, end) into n contiguous time slices (millisecond-aligned, ISO strings)."""
-    lo, hi = _as_utc(start), _as_utc(end)
+    lo, hi = as_utc(start), as_utc(end)
     if n < 1:
         raise ValueError("n must be >= 1")
     if hi <= lo:
@@ -665,11 +659,11 @@ def extract_interval(
         raise ValueError("batch_size must be >= 1")
     if not 0 <= slice_index < n_slices:
         raise ValueError(f"slice_index {slice_index} outside 0..{n_slices - 1}")
-    lo, hi = _bson_ms(_as_utc(start)), _bson_ms(_as_utc(end))
+    lo, hi = _bson_ms(as_utc(start)), _bson_ms(as_utc(end))
     day = _partition_day(lo)
     planned = plan_slices(lo, hi, n_slices)[slice_index]
-    s_lo, s_hi = _as_utc(planned["start"]), _as_utc(planned["end"])
-    now = _as_utc(now) if now else datetime.now(UTC)
+    s_lo, s_hi = as_utc(planned["start"]), as_utc(planned["end"])
+    now = as_utc(now) if now else datetime.now(UTC)
     bucket = bucket or cfg.s3.bucket
     f = cfg.fields
     codec = CodecOptions(document_class=RawBSONDocument, tz_aware=True, tzinfo=UTC)

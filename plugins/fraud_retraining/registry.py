@@ -28,6 +28,7 @@ from pymongo.errors import DuplicateKeyError
 
 from fraud_retraining.config import UseCaseConfig
 from fraud_retraining.layout import model_prefix
+from fraud_retraining.timeutil import as_utc
 
 VERSION_DOC = "version"
 CHAMPION_DOC = "champion"
@@ -44,12 +45,7 @@ class PromotionConflict(RegistryError):
 def version_for_run(dag_id: str, run_id: str, as_of: datetime) -> str:
     """A version id that sorts by data time and is the same on every retry of one DAG run."""
     digest = hashlib.sha256(f"{dag_id}\x00{run_id}".encode()).hexdigest()[:8]
-    return f"{_utc(as_of):%Y%m%dT%H%M%SZ}-{digest}"
-
-
-def _utc(value: datetime) -> datetime:
-    # pymongo hands back naive UTC datetimes unless the client is tz_aware.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return f"{as_utc(as_of):%Y%m%dT%H%M%SZ}-{digest}"
 
 
 def store_artifact_files(s3_client: Any, bucket: str, prefix: str, files: Mapping[str, bytes]) -> list[str]:
@@ -162,7 +158,7 @@ class ModelRegistry:
         """
         if self.get(version) is None:
             raise RegistryError(f"version {version} of {self.model_name} is not registered")
-        when = _utc(at or datetime.now(UTC))
+        when = as_utc(at or datetime.now(UTC))
         if expected_champion is None:
             event = self._event(1, action, version, None, when, reason, actor)
             try:
@@ -222,10 +218,10 @@ class ModelRegistry:
 
     def served_at(self, when: datetime) -> str | None:
         """The champion at time `when`, or None if there was none yet."""
-        moment = _utc(when)
+        moment = as_utc(when)
         serving = None
         for event in sorted(self.history(), key=lambda e: e["generation"]):
-            if _utc(event["at"]) <= moment:
+            if as_utc(event["at"]) <= moment:
                 serving = event["version"]
         return serving
 

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -228,8 +228,3 @@ def apply_due_labels(collection: Collection, frame: pd.DataFrame, cfg: UseCaseCo
 
 def summary_json(summary: dict[str, Any]) -> str:
     return json.dumps(summary, indent=2, default=str)
-
-
-def as_utc(value: str | datetime) -> datetime:
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -27,15 +27,11 @@ from fraud_retraining.config import UseCaseConfig
 from fraud_retraining.extract import list_complete_partitions
 from fraud_retraining.features import FEATURE_COLUMNS, compute_features, history_window
 from fraud_retraining.layout import training_prefix
+from fraud_retraining.timeutil import as_utc
 
 
 class StagingError(ValueError):
     """The window cannot give a usable training set; the message says why."""
-
-
-def _as_utc(value: datetime | str) -> datetime:
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def split_boundaries(
@@ -146,7 +142,7 @@ def stage_training_set(
     min_train_frauds: int = 1,
 ) -> dict[str, Any]:
     """Read raw partitions, build and write training/<run_key>/{train,valid,test}.parquet + manifest."""
-    as_of = _as_utc(as_of)
+    as_of = as_utc(as_of)
     bounds = split_boundaries(as_of, cfg.label_delay_days, training_window_days, valid_days, test_days)
     first = bounds["train_start"] - history_window(cfg)
     transactions, tx_parts = read_raw(s3, cfg, "transactions", first, as_of)
