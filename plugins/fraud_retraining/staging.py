@@ -24,9 +24,9 @@ from typing import Any
 import pandas as pd
 
 from fraud_retraining.config import UseCaseConfig
-from fraud_retraining.extract import list_complete_partitions
+from fraud_retraining.extract import read_partition_manifest
 from fraud_retraining.features import FEATURE_COLUMNS, compute_features, history_window
-from fraud_retraining.layout import training_prefix
+from fraud_retraining.layout import raw_partition_prefix, training_prefix
 from fraud_retraining.timeutil import as_utc
 
 
@@ -55,13 +55,17 @@ def split_boundaries(
 def read_raw(
     s3: Any, cfg: UseCaseConfig, dataset: str, first: datetime, last: datetime
 ) -> tuple[pd.DataFrame, list]:
-    """Rows of the complete partitions of `dataset` whose day is in [first, last)."""
-    manifests = list_complete_partitions(s3, cfg.s3.bucket, f"{cfg.s3.raw_prefix}/{dataset}/")
-    lo, hi = first.strftime("%Y-%m-%d"), last.strftime("%Y-%m-%d")
+    """Rows of the complete partitions of `dataset` whose day is in [first, last).
+
+    Reads the manifest of each day in the window directly (one GET per day), not every
+    manifest of the raw zone, so a run's cost does not grow with the history kept in S3.
+    """
     frames, used = [], []
-    for manifest in manifests:
-        day = str(manifest.get("partition", "")).removeprefix("dt=")
-        if not lo <= day < hi:
+    day = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    while day < last:
+        manifest = read_partition_manifest(s3, cfg.s3.bucket, raw_partition_prefix(cfg, dataset, day))
+        day += timedelta(days=1)
+        if manifest is None:  # not extracted yet, or a rerun is half-way: never read its parts
             continue
         used.append({"partition": f"{dataset}/{manifest['partition']}", "rows": manifest.get("rows")})
         for part in manifest.get("parts", []):
