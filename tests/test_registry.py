@@ -174,3 +174,12 @@ def test_cli_promote_rollback_and_served_at(mongo_db, mongo_uri, tmp_path, capsy
     code, out = cli("served-at", "2000-01-01")
     assert json.loads(out)["version"] is None
     assert cli("show", "nope")[0] == 1
+
+
+def test_gate_decision_is_recorded_on_the_version(mongo_db) -> None:
+    registry = ModelRegistry(mongo_db["model_registry"], "card-fraud")
+    _register(registry, "v1")
+    registry.record_gate("v1", {"passed": False, "reasons": ["average_precision 0.2 vs floor 0.3"]})
+    assert registry.get("v1")["gate"]["reasons"] == ["average_precision 0.2 vs floor 0.3"]
+    with pytest.raises(RegistryError, match="not registered"):
+        registry.record_gate("v404", {"passed": True})

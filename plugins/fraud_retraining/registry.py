@@ -116,6 +116,15 @@ class ModelRegistry:
         )
         return self.get(version) or {}
 
+    def record_gate(self, version: str, decision: Mapping[str, Any]) -> None:
+        """Store the evaluation gate's decision (rules, numbers, reasons) on the version."""
+        result = self.collection.update_one(
+            {"_id": f"{self.model_name}/{version}", "doc_type": VERSION_DOC},
+            {"$set": {"gate": dict(decision)}},
+        )
+        if result.matched_count == 0:
+            raise RegistryError(f"version {version} of {self.model_name} is not registered")
+
     def get(self, version: str) -> dict[str, Any] | None:
         return self.collection.find_one({"_id": f"{self.model_name}/{version}", "doc_type": VERSION_DOC})
 

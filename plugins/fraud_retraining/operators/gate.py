@@ -99,8 +99,6 @@ class ModelEvaluationGateOperator(BaseOperator):
                 "holdout_rows": len(holdout),
                 "decided_at": datetime.now(UTC).isoformat(),
             }
-            registry.collection.update_one(
-                {"_id": f"{registry.model_name}/{self.challenger_version}"}, {"$set": {"gate": result}}
-            )
+            registry.record_gate(self.challenger_version, result)
         self.log.info("gate %s: %s", "PASSED" if decision.passed else "FAILED", "; ".join(decision.reasons))
         return result
