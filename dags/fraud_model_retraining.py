@@ -23,6 +23,8 @@ from fraud_retraining.operators.prepare_storage import PrepareStorageOperator
 from fraud_retraining.operators.stage import StageTrainingSetOperator
 from fraud_retraining.operators.train import AutoMLTrainingOperator
 
+# Empty renders as "use $FRAUD_USE_CASE_CONFIG or the bundled config".
+USE_CASE_CONFIG = "{{ params.use_case_config or '' }}"
 STAGE_SUMMARY = "ti.xcom_pull(task_ids='stage_to_s3')"
 TRAIN_SUMMARY = "ti.xcom_pull(task_ids='automl_training')"
 
@@ -91,7 +93,7 @@ with DAG(
 ) as dag:
     prepare_storage = PrepareStorageOperator(
         task_id="prepare_storage",
-        use_case_config="{{ params.use_case_config or '' }}",
+        use_case_config=USE_CASE_CONFIG,
         execution_timeout=timedelta(minutes=5),
     )
 
@@ -101,14 +103,14 @@ with DAG(
 
     extract_from_mongo = ExtractIntervalOperator.partial(
         task_id="extract_from_mongo",
-        use_case_config="{{ params.use_case_config or '' }}",
+        use_case_config=USE_CASE_CONFIG,
         n_slices="{{ params.extract_slices }}",
         execution_timeout=timedelta(minutes=60),
     ).expand(slice_index=plan_extract_slices())
 
     stage_to_s3 = StageTrainingSetOperator(
         task_id="stage_to_s3",
-        use_case_config="{{ params.use_case_config or '' }}",
+        use_case_config=USE_CASE_CONFIG,
         training_window_days="{{ params.training_window_days }}",
         execution_timeout=timedelta(minutes=30),
     )
@@ -116,7 +118,7 @@ with DAG(
     automl_training = AutoMLTrainingOperator(
         task_id="automl_training",
         training_prefix="{{ " + STAGE_SUMMARY + "['training_prefix'] }}",
-        use_case_config="{{ params.use_case_config or '' }}",
+        use_case_config=USE_CASE_CONFIG,
         engine="{{ params.training_engine }}",
         time_budget_s="{{ params.training_budget_s }}",
         execution_timeout=timedelta(hours=3),
@@ -126,7 +128,7 @@ with DAG(
         task_id="model_evaluation_gate",
         training_prefix="{{ " + STAGE_SUMMARY + "['training_prefix'] }}",
         challenger_version="{{ " + TRAIN_SUMMARY + "['version'] }}",
-        use_case_config="{{ params.use_case_config or '' }}",
+        use_case_config=USE_CASE_CONFIG,
         floors="{{ params.gate_floors | tojson }}",
         tolerance="{{ params.gate_tolerance }}",
         min_train_frauds="{{ params.gate_min_train_frauds }}",

@@ -97,3 +97,23 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(config.rootpath) / "dags"))
     os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(Path(config.rootpath) / "plugins"))
+
+
+@pytest.fixture
+def use_case_config_file(tmp_path: Path):
+    """Factory: the bundled use-case YAML with the database and/or bucket swapped; returns its path."""
+    import yaml
+
+    from fraud_retraining.config import DEFAULT_CONFIG_PATH
+
+    def write(*, database: str | None = None, bucket: str | None = None) -> str:
+        raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+        if database is not None:
+            raw["mongo"]["database"] = database
+        if bucket is not None:
+            raw["s3"]["bucket"] = bucket
+        path = tmp_path / "use_case.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return str(path)
+
+    return write

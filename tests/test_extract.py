@@ -7,17 +7,15 @@ import itertools
 import math
 import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pymongo
 import pytest
-import yaml
 from bson import ObjectId
 from pymongo import monitoring
 
-from fraud_retraining.config import DEFAULT_CONFIG_PATH, load_use_case
+from fraud_retraining.config import load_use_case
 from fraud_retraining.extract import (
     arrow_type,
     column_to_arrow,
@@ -342,15 +340,11 @@ def test_only_partitions_with_a_manifest_are_listed(mongo_client, s3_client, s3_
 
 
 def test_operator_execute_with_airflow_connections(
-    tmp_path: Path, airflow_connections, mongo_client, s3_client, s3_bucket, mongo_db
+    use_case_config_file, airflow_connections, mongo_client, s3_client, s3_bucket, mongo_db
 ) -> None:
     from fraud_retraining.operators.extract import ExtractIntervalOperator
 
-    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    raw["s3"]["bucket"] = s3_bucket
-    raw["mongo"]["database"] = mongo_db.name
-    config_path = tmp_path / "use_case.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
+    config_path = use_case_config_file(database=mongo_db.name, bucket=s3_bucket)
     mongo_db[CFG.mongo.collection].insert_many([tx(i, DAY1 + timedelta(minutes=i)) for i in range(50)])
 
     op = ExtractIntervalOperator(

@@ -5,15 +5,13 @@ from __future__ import annotations
 import io
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from fraud_retraining.config import DEFAULT_CONFIG_PATH, load_use_case
+from fraud_retraining.config import load_use_case
 from fraud_retraining.engines import read_training_set
 from fraud_retraining.engines.local import positive_class_weight, train_local
 from fraud_retraining.metrics import average_precision
@@ -69,15 +67,6 @@ def upload_staged_set(s3_client, bucket: str, prefix: str, manifest: dict, frame
         frame.to_parquet(buffer, index=False)
         s3_client.put_object(Bucket=bucket, Key=f"{prefix}{name}.parquet", Body=buffer.getvalue())
     s3_client.put_object(Bucket=bucket, Key=f"{prefix}manifest.json", Body=json.dumps(manifest).encode())
-
-
-def write_test_config(tmp_path: Path, bucket: str, database: str) -> str:
-    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    raw["s3"]["bucket"] = bucket
-    raw["mongo"]["database"] = database
-    path = tmp_path / "use_case.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return str(path)
 
 
 def fake_context(run_id: str = "scheduled__2026-12-03T00:00:00+00:00") -> dict:
@@ -171,12 +160,12 @@ def test_train_local_refuses_unportable_estimators(s3_client, staged) -> None:
 
 
 def test_operator_trains_stores_and_registers_without_promoting(
-    s3_client, staged, mongo_db, airflow_connections, tmp_path
+    s3_client, staged, mongo_db, airflow_connections, tmp_path, use_case_config_file
 ) -> None:
     from fraud_retraining.operators.train import AutoMLTrainingOperator
 
     bucket, manifest, _ = staged
-    config_path = write_test_config(tmp_path, bucket, mongo_db.name)
+    config_path = use_case_config_file(database=mongo_db.name, bucket=bucket)
     operator = AutoMLTrainingOperator(
         task_id="automl_training",
         training_prefix=TRAINING_PREFIX,

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
-
-from fraud_retraining.config import DEFAULT_CONFIG_PATH, load_use_case
-
-
-def _config_for(tmp_path: Path, database: str, bucket: str) -> str:
-    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    raw["mongo"]["database"] = database
-    raw["s3"]["bucket"] = bucket
-    path = tmp_path / "use_case.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return str(path)
+from fraud_retraining.config import load_use_case
 
 
 def test_prepare_storage_creates_bucket_and_indexes_once(
-    tmp_path, airflow_connections, mongo_db, s3_client
+    use_case_config_file, airflow_connections, mongo_db, s3_client
 ) -> None:
     from fraud_retraining.operators.prepare_storage import PrepareStorageOperator
 
     bucket = f"prep-{mongo_db.name.replace('_', '-')}"
-    config_path = _config_for(tmp_path, mongo_db.name, bucket)
+    config_path = use_case_config_file(database=mongo_db.name, bucket=bucket)
     operator = PrepareStorageOperator(task_id="prepare_storage", use_case_config=config_path)
 
     first = operator.execute({})

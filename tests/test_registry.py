@@ -139,19 +139,16 @@ def test_history_answers_served_at_and_rollback_walks_back(registry: ModelRegist
         registry.rollback()
 
 
-def test_cli_promote_rollback_and_served_at(mongo_db, mongo_uri, tmp_path, capsys) -> None:
+def test_cli_promote_rollback_and_served_at(mongo_db, mongo_uri, use_case_config_file, capsys) -> None:
     import json
 
     import registry_cli
-    import yaml
 
-    from fraud_retraining.config import DEFAULT_CONFIG_PATH
+    from fraud_retraining.config import load_use_case
 
-    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    raw["mongo"]["database"] = mongo_db.name
-    config = tmp_path / "use_case.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    registry = ModelRegistry(mongo_db[raw["mongo"]["registry_collection"]], raw["model_name"])
+    config = use_case_config_file(database=mongo_db.name)
+    cfg = load_use_case(config)
+    registry = ModelRegistry(mongo_db[cfg.mongo.registry_collection], cfg.model_name)
     _register(registry, "v1")
     _register(registry, "v2", at=T0 + timedelta(days=1))
 

@@ -16,7 +16,6 @@ from test_local_engine import (
     fake_context,
     make_staged_set,
     upload_staged_set,
-    write_test_config,
 )
 
 import local_stack
@@ -145,12 +144,12 @@ def test_create_then_retry_reattaches_to_the_same_job(sagemaker_client) -> None:
 
 
 def test_operator_defers_and_a_retry_reattaches(
-    s3_client, staged, mongo_db, airflow_connections, tmp_path, sagemaker_client
+    s3_client, staged, mongo_db, airflow_connections, tmp_path, use_case_config_file, sagemaker_client
 ) -> None:
     from airflow.sdk.exceptions import TaskDeferred
 
     bucket, _ = staged
-    operator = _operator(write_test_config(tmp_path, bucket, mongo_db.name))
+    operator = _operator(use_case_config_file(database=mongo_db.name, bucket=bucket))
     context = fake_context(_unique_run_id())
     with pytest.raises(TaskDeferred) as first:
         operator.execute(context)
@@ -205,7 +204,7 @@ def test_trigger_timeout_stops_the_remote_job(sagemaker_client, airflow_connecti
 
 
 def test_failure_surfaces_the_remote_reason(
-    sagemaker_client, s3_client, staged, mongo_db, airflow_connections, tmp_path
+    sagemaker_client, s3_client, staged, mongo_db, airflow_connections, tmp_path, use_case_config_file
 ) -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -230,7 +229,7 @@ def test_failure_surfaces_the_remote_reason(
     assert outcome["terminal"] and outcome["failure_reason"] == "ClientError: target column y not found"
 
     bucket, _ = staged
-    operator = _operator(write_test_config(tmp_path, bucket, mongo_db.name))
+    operator = _operator(use_case_config_file(database=mongo_db.name, bucket=bucket))
     with pytest.raises(AirflowFailException, match="target column y not found"):
         operator.execute_complete(fake_context(), outcome)
     # Without a reason in the event, the operator asks SageMaker for it.
@@ -239,12 +238,12 @@ def test_failure_surfaces_the_remote_reason(
 
 
 def test_completed_job_registers_best_candidate(
-    s3_client, staged, mongo_db, airflow_connections, tmp_path, sagemaker_client
+    s3_client, staged, mongo_db, airflow_connections, tmp_path, use_case_config_file, sagemaker_client
 ) -> None:
     from airflow.sdk.exceptions import TaskDeferred
 
     bucket, manifest = staged
-    config_path = write_test_config(tmp_path, bucket, mongo_db.name)
+    config_path = use_case_config_file(database=mongo_db.name, bucket=bucket)
     operator = _operator(config_path)
     context = fake_context(_unique_run_id())
     with pytest.raises(TaskDeferred) as deferred:
