@@ -3,8 +3,8 @@
 Runs once per daily data interval [data_interval_start, data_interval_end) on
 CronDataIntervalTimetable, so scheduled runs and backfills carry real intervals:
 
-    prepare_storage >> extract_from_mongo (mapped over time slices) >> stage_to_s3
-        >> automl_training >> model_evaluation_gate
+    prepare_storage >> [extract_from_mongo (mapped over time slices), sweep_stray_documents]
+        >> stage_to_s3 >> automl_training >> model_evaluation_gate
 
 The gate records its decision (and every rule's numbers) in the registry; a failed gate is a
 normal outcome, not a failed run. Deployment to the endpoint is not wired yet.
@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
 from fraud_retraining.alerts import alert_on_failure
-from fraud_retraining.operators.extract import ExtractIntervalOperator
+from fraud_retraining.operators.extract import ExtractIntervalOperator, SweepStraysOperator
 from fraud_retraining.operators.gate import ModelEvaluationGateOperator
 from fraud_retraining.operators.prepare_storage import PrepareStorageOperator
 from fraud_retraining.operators.stage import StageTrainingSetOperator
@@ -108,6 +108,14 @@ with DAG(
         execution_timeout=timedelta(minutes=60),
     ).expand(slice_index=plan_extract_slices())
 
+    # Documents whose time is not a date, which no slice's range query sees: quarantined by a
+    # once-per-interval sweep running beside the slices instead of on each slice's critical path.
+    sweep_stray_documents = SweepStraysOperator(
+        task_id="sweep_stray_documents",
+        use_case_config=USE_CASE_CONFIG,
+        execution_timeout=timedelta(minutes=30),
+    )
+
     stage_to_s3 = StageTrainingSetOperator(
         task_id="stage_to_s3",
         use_case_config=USE_CASE_CONFIG,
@@ -136,4 +144,5 @@ with DAG(
         execution_timeout=timedelta(minutes=20),
     )
 
-    prepare_storage >> extract_from_mongo >> stage_to_s3 >> automl_training >> model_evaluation_gate
+    prepare_storage >> [extract_from_mongo, sweep_stray_documents] >> stage_to_s3
+    stage_to_s3 >> automl_training >> model_evaluation_gate

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import math
 import os
 from datetime import UTC, datetime, timedelta
@@ -24,8 +25,9 @@ from fraud_retraining.extract import (
     list_complete_partitions,
     plan_slices,
     read_partition_manifest,
+    sweep_strays,
 )
-from fraud_retraining.layout import raw_partition_prefix
+from fraud_retraining.layout import quarantine_partition_prefix, raw_partition_prefix
 
 CFG = load_use_case()
 F = CFG.fields
@@ -187,15 +189,6 @@ def test_every_malformed_kind_is_quarantined_and_counted(
         tx(103, t, **{F.amount: math.inf}),
         tx(104, t, **{F.amount: -5.0}),
         tx(105, t, **{F.terminal: "T-9"}),
-        # A time that is not a BSON date; found by its ObjectId insert time (inserted during the interval).
-        tx(
-            106,
-            t,
-            **{
-                F.time: "2026-11-01T03:00:00",
-                "_id": ObjectId(ObjectId.from_datetime(t).binary[:4] + os.urandom(8)),
-            },
-        ),
         tx(107, t, **{"blob": "x" * 20_000}),  # oversized
         tx(3, t + timedelta(minutes=5)),  # duplicate id (no unique index in this fresh db)
     ]
@@ -211,7 +204,6 @@ def test_every_malformed_kind_is_quarantined_and_counted(
         f"not_finite:{F.amount}": 2,
         f"negative_amount:{F.amount}": 1,
         f"wrong_type:{F.terminal}": 1,
-        f"wrong_type:{F.time}": 1,
         "oversized_document": 1,
         f"duplicate_id:{F.id}": 1,
     }
@@ -226,6 +218,55 @@ def test_every_malformed_kind_is_quarantined_and_counted(
     assert summary["transactions"]["rows"] + summary["transactions"]["quarantined_total"] == len(good) + len(
         bad
     )
+
+
+def _inserted_at(when: datetime) -> ObjectId:
+    """An ObjectId whose insert time is `when` (the sweep attributes strays by it)."""
+    return ObjectId(ObjectId.from_datetime(when).binary[:4] + os.urandom(8))
+
+
+def test_sweep_quarantines_documents_whose_time_is_not_a_date(
+    mongo_client, s3_client, s3_bucket, mongo_db
+) -> None:
+    coll = mongo_db[CFG.mongo.collection]
+    t = DAY1 + timedelta(hours=1)
+    good = [tx(i, t + timedelta(seconds=i)) for i in range(5)]
+    strays = [
+        tx(106, t, **{F.time: "2026-11-01T03:00:00", "_id": _inserted_at(t)}),  # string time
+        tx(107, t, **{F.time: _DROP, "_id": _inserted_at(t)}),  # no time at all
+        tx(108, t, **{F.time: 1_730_000_000_000, "_id": _inserted_at(t)}),  # epoch number
+        # A label whose labeled_at is a string: the labels dataset quarantines it.
+        tx(109, t, **{F.label: 1, F.labeled_at: "yesterday", "_id": _inserted_at(t)}),
+        # Inserted the next day: belongs to the next interval's sweep.
+        tx(110, t, **{F.time: "late", "_id": _inserted_at(DAY2 + timedelta(hours=1))}),
+    ]
+    coll.insert_many(good + strays)
+    extract = run(mongo_client, s3_client, s3_bucket, mongo_db)
+    assert extract["transactions"]["rows"] == 6  # 5 good + tx 109 (its time is fine)
+    assert extract["transactions"]["quarantined"] == {}  # the range query cannot see strays
+
+    kwargs = {"bucket": s3_bucket, "database": mongo_db.name}
+    sweep = sweep_strays(mongo_client, s3_client, CFG, DAY1, DAY2, **kwargs)
+    assert sweep["transactions"]["quarantined"] == {
+        f"wrong_type:{F.time}": 2,
+        f"missing_field:{F.time}": 1,
+    }
+    assert sweep["labels"]["quarantined"] == {f"wrong_type:{F.labeled_at}": 1}
+    q_key = quarantine_partition_prefix(CFG, "transactions", DAY1) + "strays.parquet"
+    assert sweep["transactions"]["keys"] == [q_key]
+    ids = sorted(read_parquet(s3_client, s3_bucket, q_key).column("id").to_pylist())
+    assert ids == ["tx-000106", "tx-000107", "tx-000108"]
+    # Nothing vanished: every document of the day is a row or quarantined somewhere.
+    assert extract["transactions"]["rows"] + sweep["transactions"]["quarantined_total"] == len(good) + 4
+
+    # The writer fixes its documents; a rerun replaces the strays part (here: removes it).
+    coll.update_many({F.id: {"$in": ["tx-000106", "tx-000107", "tx-000108"]}}, {"$set": {F.time: t}})
+    coll.update_one({F.id: "tx-000109"}, {"$set": {F.labeled_at: t}})
+    again = sweep_strays(mongo_client, s3_client, CFG, DAY1, DAY2, **kwargs)
+    assert again["transactions"]["quarantined_total"] == 0 and again["labels"]["quarantined_total"] == 0
+    assert "Contents" not in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix=q_key)
+    nxt = sweep_strays(mongo_client, s3_client, CFG, DAY2, DAY2 + timedelta(days=1), **kwargs)
+    assert nxt["transactions"]["quarantined"] == {f"wrong_type:{F.time}": 1}
 
 
 def test_empty_interval_writes_valid_empty_partition(mongo_client, s3_client, s3_bucket, mongo_db) -> None:
@@ -358,3 +399,16 @@ def test_operator_execute_with_airflow_connections(
     assert summary["transactions"]["rows"] == 50
     assert summary["partition"] == "dt=2026-11-01"
     assert read_dataset(s3_client, s3_bucket, "transactions", DAY1).num_rows == 50
+
+    from fraud_retraining.operators.extract import SweepStraysOperator
+
+    stray = tx(999, DAY1, **{F.time: "not a date", "_id": _inserted_at(DAY1 + timedelta(hours=2))})
+    mongo_db[CFG.mongo.collection].insert_one(stray)
+    sweep = SweepStraysOperator(
+        task_id="sweep_stray_documents",
+        use_case_config=str(config_path),
+        data_interval_start=DAY1.isoformat(),
+        data_interval_end=DAY2.isoformat(),
+    ).execute({})
+    assert sweep["transactions"]["quarantined"] == {f"wrong_type:{F.time}": 1}
+    assert json.loads(json.dumps(sweep)) == sweep  # small JSON for XCom

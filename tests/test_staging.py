@@ -77,7 +77,7 @@ def test_stage_from_extracted_partitions(mongo_db, mongo_client, s3_client, s3_b
     seed(mongo_db[cfg.mongo.collection], sim, cfg, as_of=as_of)
     for d in range(days):
         lo = start + timedelta(days=d)
-        extract_interval(mongo_client, s3_client, cfg, lo, lo + timedelta(days=1), find_strays=False)
+        extract_interval(mongo_client, s3_client, cfg, lo, lo + timedelta(days=1))
 
     with pytest.raises(StagingError, match="labelled rows"):
         stage_training_set(s3_client, cfg, start + timedelta(days=10), "too-early", training_window_days=7)

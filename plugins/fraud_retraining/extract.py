@@ -48,8 +48,12 @@ wrong type, NaN/inf float, negative amount, time outside the interval or in the 
 to the extraction, oversized document, duplicate id within the slice. Rejected documents go to
 the quarantine part with columns (id, reason, document as relaxed JSON truncated). Documents
 whose time (or labeled_at) is present but not a BSON date never match a date-range query, so
-they are found by a second query on the ``_id`` ObjectId insert time in [start, end) and
-quarantined there (``find_strays``; a scan on servers that cannot use the time index for it).
+``sweep_strays`` finds them by their ``_id`` ObjectId insert time in [start, end) and
+quarantines them in ``strays.parquet`` of the quarantine partition. The sweep is its own
+function (and its own DAG task, running beside the mapped extract slices) because it cannot be
+answered from the time index: it costs a pass over the interval's documents (on SecantusDB
+about half a cursor drain, measured in bench/bench_extract.py), which would otherwise sit on
+the critical path of every slice.
 Arrow arrays are built from numpy buffers (``column_to_arrow``), not ``pa.array(list)``, which
 would import pandas into the worker (+50 MB resident) on first use.
 """
@@ -645,15 +649,13 @@ def extract_interval(
     compression: str = COMPRESSION,
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
     batch_observer: BatchObserver | None = None,
-    find_strays: bool = True,
 ) -> dict[str, Any]:
     """Extract slice `slice_index` of [start, end) into raw/transactions and raw/labels.
 
     Returns a small JSON-safe summary per dataset (rows, bytes, keys, quarantined by reason,
     empty flag, seconds, rows/s) plus the interval and whether the partition manifest was
-    written (by the last slice to finish). `find_strays=False` skips the scan for documents
-    whose time/labeled_at is not a date (a collection scan on servers that cannot answer it from
-    the time index; SecantusDB costs about half a cursor drain) when the writer guarantees dates.
+    written (by the last slice to finish). Documents whose time is not a date are not seen
+    here: `sweep_strays` quarantines them.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -683,37 +685,11 @@ def extract_interval(
         "partition": f"dt={day.strftime('%Y-%m-%d')}",
         "batch_size": batch_size,
     }
-    # Documents whose range field is not a date are attributed by their ObjectId insert time.
-    id_range = {"$gte": ObjectId.from_datetime(s_lo), "$lt": ObjectId.from_datetime(s_hi)}
     datasets = {
-        "transactions": (
-            f.time,
-            {f.time: {"$gte": s_lo, "$lt": s_hi}},
-        ),
-        "labels": (
-            f.labeled_at,
-            {f.labeled_at: {"$gte": s_lo, "$lt": s_hi}},
-        ),
+        "transactions": (f.time, {f.time: {"$gte": s_lo, "$lt": s_hi}}),
+        "labels": (f.labeled_at, {f.labeled_at: {"$gte": s_lo, "$lt": s_hi}}),
     }
     with mongo_client.start_session(snapshot=True) as session:
-        quarantines = {name: _Quarantine(compression, batch_size) for name in datasets}
-        # One scan of the slice's insert-time range finds the strays of both datasets.
-        stray_query = {
-            "_id": id_range,
-            "$or": [
-                {f.time: {"$not": {"$type": "date"}}},
-                {f.labeled_at: {"$exists": True, "$ne": None, "$not": {"$type": "date"}}},
-            ],
-        }
-        try:
-            if find_strays:
-                _quarantine_strays(
-                    coll.find(stray_query, session=session, batch_size=batch_size), cfg, quarantines
-                )
-        except BaseException:
-            for q in quarantines.values():
-                q.spool.discard()
-            raise
         for dataset, (range_field, query) in datasets.items():
             began = time.monotonic()
             prefix = raw_partition_prefix(cfg, dataset, day)
@@ -724,7 +700,7 @@ def extract_interval(
             # Unpublish first: from here until the manifest is rewritten the partition is incomplete.
             _delete_keys(s3, bucket, [prefix + MANIFEST_NAME, slice_manifest_key])
             data_spool = _ParquetSpool(dataset_schema(cfg, dataset), compression)
-            quarantine = quarantines[dataset]
+            quarantine = _Quarantine(compression, batch_size)
             try:
                 cursor = coll.find(query, session=session, batch_size=batch_size).sort(range_field, ASCENDING)
                 rows = _extract_dataset(
@@ -796,6 +772,88 @@ def extract_interval(
                 counts or "nothing",
                 " (empty interval)" if rows == 0 else "",
             )
+    return summary
+
+
+STRAYS_PART = "strays.parquet"
+STRAYS_SUMMARY = "_strays.json"
+
+
+def sweep_strays(
+    mongo_client: MongoClient,
+    s3: Any,
+    cfg: UseCaseConfig,
+    start: datetime | str,
+    end: datetime | str,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    bucket: str | None = None,
+    database: str | None = None,
+    collection: str | None = None,
+    compression: str = COMPRESSION,
+) -> dict[str, Any]:
+    """Quarantine documents inserted in [start, end) whose time or labeled_at is not a date.
+
+    Such documents never match the extract's date-range queries, so without this sweep they
+    would vanish silently. They are attributed to an interval by their ObjectId insert time
+    and written to `quarantine/<dataset>/dt=<day>/strays.parquet` (replaced on rerun; removed
+    when none are left) with a `_strays.json` of counts beside it. Returns the small summary.
+    """
+    lo, hi = _bson_ms(as_utc(start)), _bson_ms(as_utc(end))
+    day = _partition_day(lo)
+    bucket = bucket or cfg.s3.bucket
+    f = cfg.fields
+    began = time.monotonic()
+    codec = CodecOptions(document_class=RawBSONDocument, tz_aware=True, tzinfo=UTC)
+    coll = mongo_client[database or cfg.mongo.database].get_collection(
+        collection or cfg.mongo.collection, codec_options=codec
+    )
+    query = {
+        "_id": {"$gte": ObjectId.from_datetime(lo), "$lt": ObjectId.from_datetime(hi)},
+        "$or": [
+            {f.time: {"$not": {"$type": "date"}}},
+            {f.labeled_at: {"$exists": True, "$ne": None, "$not": {"$type": "date"}}},
+        ],
+    }
+    quarantines = {name: _Quarantine(compression, batch_size) for name in ("transactions", "labels")}
+    summary: dict[str, Any] = {
+        "interval": {"start": lo.isoformat(), "end": hi.isoformat()},
+        "partition": f"dt={day.strftime('%Y-%m-%d')}",
+    }
+    try:
+        with mongo_client.start_session(snapshot=True) as session:
+            _quarantine_strays(coll.find(query, session=session, batch_size=batch_size), cfg, quarantines)
+        for dataset, quarantine in quarantines.items():
+            quarantine.flush()
+            q_prefix = quarantine_partition_prefix(cfg, dataset, day)
+            counts = dict(sorted(quarantine.counts.items()))
+            keys = []
+            if quarantine.spool.rows:
+                quarantine.spool.upload(s3, bucket, q_prefix + STRAYS_PART)
+                keys.append(q_prefix + STRAYS_PART)
+            else:
+                _delete_keys(s3, bucket, [q_prefix + STRAYS_PART])  # stale strays of a previous run
+            _put_json(
+                s3,
+                bucket,
+                q_prefix + STRAYS_SUMMARY,
+                {"interval": summary["interval"], "quarantined": counts},
+            )
+            summary[dataset] = {
+                "quarantined": counts,
+                "quarantined_total": sum(counts.values()),
+                "keys": keys,
+            }
+    finally:
+        for quarantine in quarantines.values():
+            quarantine.spool.discard()
+    summary["seconds"] = round(time.monotonic() - began, 3)
+    log.info(
+        "stray sweep %s: transactions %s, labels %s",
+        summary["partition"],
+        summary["transactions"]["quarantined"] or "none",
+        summary["labels"]["quarantined"] or "none",
+    )
     return summary
 
 
