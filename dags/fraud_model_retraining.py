@@ -4,19 +4,25 @@ Runs once per daily data interval [data_interval_start, data_interval_end) on
 CronDataIntervalTimetable, so scheduled runs and backfills carry real intervals:
 
     prepare_storage >> [extract_from_mongo (mapped over time slices), sweep_stray_documents]
-        >> stage_to_s3 >> automl_training >> model_evaluation_gate
+        >> stage_to_s3 >> automl_training >> model_evaluation_gate >> endpoint_update
 
 The gate records its decision (and every rule's numbers) in the registry; a failed gate is a
-normal outcome, not a failed run. Deployment to the endpoint is not wired yet.
+normal outcome, not a failed run: endpoint_update is then SKIPPED with the reason and the
+champion keeps serving. Backfill runs and catch-up runs for old intervals never deploy; a
+manual run with `force_deploy` may (the gate still has to pass). Assets: the raw zone is an
+outlet of the extract, every registered model version of the training task, and the live
+champion of endpoint_update, so other DAGs can schedule on any of them.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
 from fraud_retraining.alerts import alert_on_failure
+from fraud_retraining.config import load_use_case
+from fraud_retraining.operators.endpoint_update import EndpointUpdateOperator
 from fraud_retraining.operators.extract import ExtractIntervalOperator, SweepStraysOperator
 from fraud_retraining.operators.gate import ModelEvaluationGateOperator
 from fraud_retraining.operators.prepare_storage import PrepareStorageOperator
@@ -27,6 +33,18 @@ from fraud_retraining.operators.train import AutoMLTrainingOperator
 USE_CASE_CONFIG = "{{ params.use_case_config or '' }}"
 STAGE_SUMMARY = "ti.xcom_pull(task_ids='stage_to_s3')"
 TRAIN_SUMMARY = "ti.xcom_pull(task_ids='automl_training')"
+GATE_SUMMARY = "ti.xcom_pull(task_ids='model_evaluation_gate')"
+
+# Asset URIs are fixed when the DAG is parsed: they name the default use case's locations.
+_CFG = load_use_case()
+RAW_TRANSACTIONS = Asset(
+    name="fraud_raw_transactions", uri=f"s3://{_CFG.s3.bucket}/{_CFG.s3.raw_prefix}/transactions/"
+)
+RAW_LABELS = Asset(name="fraud_raw_labels", uri=f"s3://{_CFG.s3.bucket}/{_CFG.s3.raw_prefix}/labels/")
+MODEL_VERSIONS = Asset(
+    name="fraud_model_versions", uri=f"s3://{_CFG.s3.bucket}/{_CFG.s3.models_prefix}/{_CFG.model_name}/"
+)
+LIVE_CHAMPION = Asset(name="fraud_model_champion", uri=f"fraud-endpoint://{_CFG.model_name}/champion")
 
 default_args = {
     "owner": "ml-platform",
@@ -82,6 +100,14 @@ with DAG(
         "gate_min_train_frauds": Param(
             50, type="integer", minimum=1, description="Refuse models trained on fewer frauds than this."
         ),
+        "force_deploy": Param(
+            False,
+            type="boolean",
+            description="Manual runs only: deploy even if this is not the latest interval (the gate must still pass; backfills never deploy).",
+        ),
+        "endpoint_engine": Param(
+            "local", enum=["local", "sagemaker"], description="Where endpoint_update deploys the model."
+        ),
         "alert_budget": Param(
             0.01,
             type="number",
@@ -106,6 +132,7 @@ with DAG(
         use_case_config=USE_CASE_CONFIG,
         n_slices="{{ params.extract_slices }}",
         execution_timeout=timedelta(minutes=60),
+        outlets=[RAW_TRANSACTIONS, RAW_LABELS],
     ).expand(slice_index=plan_extract_slices())
 
     # Documents whose time is not a date, which no slice's range query sees: quarantined by a
@@ -130,6 +157,7 @@ with DAG(
         engine="{{ params.training_engine }}",
         time_budget_s="{{ params.training_budget_s }}",
         execution_timeout=timedelta(hours=3),
+        outlets=[MODEL_VERSIONS],
     )
 
     model_evaluation_gate = ModelEvaluationGateOperator(
@@ -144,5 +172,20 @@ with DAG(
         execution_timeout=timedelta(minutes=20),
     )
 
+    endpoint_update = EndpointUpdateOperator(
+        task_id="endpoint_update",
+        gate="{{ " + GATE_SUMMARY + " | tojson }}",
+        training_prefix="{{ " + STAGE_SUMMARY + "['training_prefix'] }}",
+        use_case_config=USE_CASE_CONFIG,
+        force_deploy="{{ params.force_deploy }}",
+        engine="{{ params.endpoint_engine }}",
+        # SageMaker hosting needs a serving image and a packaged model; set these Variables for AWS.
+        image_uri="{{ var.value.get('fraud_sagemaker_image_uri', '') }}",
+        model_data_url="{{ var.value.get('fraud_sagemaker_model_data_url', '') }}",
+        execution_role_arn="{{ var.value.get('fraud_sagemaker_execution_role_arn', '') }}",
+        execution_timeout=timedelta(minutes=30),
+        outlets=[LIVE_CHAMPION],
+    )
+
     prepare_storage >> [extract_from_mongo, sweep_stray_documents] >> stage_to_s3
-    stage_to_s3 >> automl_training >> model_evaluation_gate
+    stage_to_s3 >> automl_training >> model_evaluation_gate >> endpoint_update

@@ -361,6 +361,13 @@ def up(
         env: dict[str, str] = {}
         if name == "endpoint":
             env = {"FRAUD_ENDPOINT_ADMIN_TOKEN": _local_token(state_dir, "endpoint_admin")}
+            if "s3" in running:  # deploys name models by s3:// URI; the server loads them itself
+                env.update(
+                    FRAUD_S3_ENDPOINT_URL=s3_endpoint(running["s3"].port),
+                    AWS_ACCESS_KEY_ID=LOCAL_S3_KEY_ID,
+                    AWS_SECRET_ACCESS_KEY=LOCAL_S3_SECRET,
+                    AWS_DEFAULT_REGION=LOCAL_REGION,
+                )
         if name == "airflow":
             env = {**connection_env(running["mongo"].port, running["s3"].port), **airflow_env(state_dir)}
             if "endpoint" in running:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,25 @@ def test_dag_files_parse_without_heavy_imports() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip().splitlines()[-1:] in ([], [""]), f"heavy imports at parse time: {out.stdout}"
+
+
+def test_retraining_dag_reads_like_the_pipeline(dagbag) -> None:
+    dag = dagbag.dags["fraud_model_retraining"]
+    chain = [
+        "extract_from_mongo",
+        "stage_to_s3",
+        "automl_training",
+        "model_evaluation_gate",
+        "endpoint_update",
+    ]
+    for upstream, downstream in itertools.pairwise(chain):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
+    assert "stage_to_s3" in dag.get_task("sweep_stray_documents").downstream_task_ids
+    params = dag.params.dump()
+    for name in ("training_window_days", "training_budget_s", "training_engine", "gate_floors"):
+        assert name in params
+    assert params["force_deploy"] is False and params["endpoint_engine"] == "local"
+    outlets = {t: [a.name for a in dag.get_task(t).outlets] for t in chain}
+    assert outlets["extract_from_mongo"] == ["fraud_raw_transactions", "fraud_raw_labels"]
+    assert outlets["automl_training"] == ["fraud_model_versions"]
+    assert outlets["endpoint_update"] == ["fraud_model_champion"]

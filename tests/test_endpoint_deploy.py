@@ -85,7 +85,11 @@ def test_operator_local_engine_from_env(local_endpoint, monkeypatch: pytest.Monk
     monkeypatch.setenv("FRAUD_ENDPOINT_URL", url)
     monkeypatch.setenv("FRAUD_ENDPOINT_ADMIN_TOKEN", TOKEN)
     operator = EndpointUpdateOperator(
-        task_id="endpoint_update", version="v2", source=str(dirs["v2"]), endpoint_conn_id="absent_conn"
+        task_id="endpoint_update",
+        version="v2",
+        source=str(dirs["v2"]),
+        endpoint_conn_id="absent_conn",
+        promote=False,
     )
     summary = operator.execute({})
     assert summary["version"] == "v2"
@@ -98,7 +102,11 @@ def test_operator_local_engine_fails_with_the_reason(local_endpoint, monkeypatch
     monkeypatch.setenv("FRAUD_ENDPOINT_URL", url)
     monkeypatch.setenv("FRAUD_ENDPOINT_ADMIN_TOKEN", TOKEN)
     operator = EndpointUpdateOperator(
-        task_id="endpoint_update", version="v5", source=str(tmp_path / "nope"), endpoint_conn_id="absent_conn"
+        task_id="endpoint_update",
+        version="v5",
+        source=str(tmp_path / "nope"),
+        endpoint_conn_id="absent_conn",
+        promote=False,
     )
     with pytest.raises(EndpointDeployError, match="failed to load"):
         operator.execute({})
@@ -184,6 +192,7 @@ def test_operator_sagemaker_engine_over_aws_connection(airflow_connections, s3_e
     operator = EndpointUpdateOperator(
         task_id="endpoint_update",
         engine="sagemaker",
+        promote=False,
         version="v7",
         source="models/card-fraud/v7/",
         endpoint_name=endpoint_name,
