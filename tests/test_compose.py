@@ -96,3 +96,14 @@ def test_image_requirements_match_the_lock() -> None:
         if "==" in line and not line.startswith("#"):
             name, version = line.split("==", 1)
             assert lock.get(name.lower()) == version, f"{name}=={version} differs from requirements.txt"
+
+
+def test_endpoint_service_serves_and_workers_find_it(compose: dict) -> None:
+    services = compose["services"]
+    endpoint = services["endpoint"]
+    assert "serve_endpoint.py" in " ".join(endpoint["entrypoint"])
+    assert endpoint["ports"] == ["127.0.0.1:8081:8081"]
+    assert endpoint["environment"]["FRAUD_ENDPOINT_ADMIN_TOKEN"].startswith("${FRAUD_ENDPOINT_ADMIN_TOKEN:?")
+    worker_env = services["airflow-scheduler"]["environment"]
+    assert worker_env["FRAUD_ENDPOINT_URL"] == "http://endpoint:8081"
+    assert worker_env["FRAUD_ENDPOINT_ADMIN_TOKEN"] == endpoint["environment"]["FRAUD_ENDPOINT_ADMIN_TOKEN"]
