@@ -44,8 +44,8 @@ def _run(cmd: list[str], env: dict[str, str], log: Path | None = None, timeout: 
     print(f"   done in {time.monotonic() - started:.1f}s", flush=True)
 
 
-def _print_run_summary(env: dict[str, str]) -> str:
-    """Task states and XCom summaries of the latest run, read from the Airflow metadata DB."""
+def read_latest_run(env: dict[str, str]) -> dict:
+    """Task states, durations and XCom summaries of the DAG's latest run, from the metadata DB."""
     code = f"""
 import json
 from airflow.models.dagrun import DagRun
@@ -58,9 +58,11 @@ with create_session() as s:
             "interval": [str(run.data_interval_start), str(run.data_interval_end)], "tasks": []}}
     tis = s.query(TaskInstance).filter(TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id)
     for ti in sorted(tis, key=lambda t: (t.start_date or run.start_date, t.map_index)):
-        x = s.query(XComModel).filter(XComModel.dag_id == run.dag_id, XComModel.run_id == run.run_id,
-              XComModel.task_id == ti.task_id, XComModel.map_index == ti.map_index,
-              XComModel.key == "return_value").first()
+        xs = {{x.key: x for x in s.query(XComModel).filter(XComModel.dag_id == run.dag_id,
+              XComModel.run_id == run.run_id, XComModel.task_id == ti.task_id,
+              XComModel.map_index == ti.map_index)}}
+        # A skipped endpoint_update has no return value; its "outcome" says why it skipped.
+        x = xs.get("return_value") or xs.get("outcome")
         value = x.value if x is not None else None
         if isinstance(value, (str, bytes)):
             try:
@@ -77,7 +79,11 @@ print(json.dumps(out, default=str))
     if result.returncode != 0:
         print(result.stderr[-3000:], file=sys.stderr)
         raise SystemExit("could not read the run's results from the Airflow metadata DB")
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _print_run_summary(env: dict[str, str]) -> str:
+    summary = read_latest_run(env)
     print(f"\nDAG run {summary['run_id']}: {summary['state']}")
     print(f"data interval: {summary['interval'][0]} -> {summary['interval'][1]}")
     for task in summary["tasks"]:
@@ -108,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     before = {name for name, svc in local_stack.read_state(state_dir).items() if local_stack._is_ours(svc)}
     started: list[str] = []
     try:
-        print("1. starting the embedded local stack (MongoDB wire server, S3 server)", flush=True)
-        running = local_stack.up(["mongo", "s3"], state_dir)
+        print("1. starting the embedded local stack (MongoDB wire server, S3 server, endpoint)", flush=True)
+        running = local_stack.up(["mongo", "s3", "endpoint"], state_dir)
         started = [name for name in running if name not in before]
         env = {**os.environ, **local_stack.stack_env(state_dir)}
         (state_dir / "logs").mkdir(parents=True, exist_ok=True)

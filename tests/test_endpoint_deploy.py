@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -202,6 +203,31 @@ def test_operator_sagemaker_engine_over_aws_connection(airflow_connections, s3_e
         poll_interval_s=0.2,
         wait_timeout_s=30,
     )
-    summary = operator.execute({})
+    from airflow.sdk.exceptions import TaskDeferred
+
+    # The worker slot is released while SageMaker rolls out: the task defers to a trigger.
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({})
+    trigger = deferred.value.trigger
+    assert deferred.value.method_name == "execute_complete"
+    assert trigger.serialize()[0] == "fraud_retraining.triggers.SageMakerEndpointTrigger"
+    assert trigger.endpoint_name == endpoint_name
+
+    async def first_event():
+        async for event in trigger.run():
+            return event.payload
+
+    event = asyncio.run(asyncio.wait_for(first_event(), timeout=60))
+    assert event["timed_out"] is False
+    summary = operator.execute_complete({}, event, **deferred.value.kwargs)
     assert summary["endpoint_config_name"] == "card-fraud-v7"
     assert summary["status"] == "InService"
+    assert summary["deployed"] is True
+
+    # SageMaker rolled the update back silently: another config serves. The task must fail.
+    rolled_back = {**event, "description": {**event["description"], "EndpointConfigName": "card-fraud-v6"}}
+    with pytest.raises(EndpointDeployError, match="rolled the update back"):
+        operator.execute_complete({}, rolled_back, **deferred.value.kwargs)
+    timed_out = {"timed_out": True, "description": {**event["description"], "EndpointStatus": "Updating"}}
+    with pytest.raises(EndpointDeployError, match="still Updating"):
+        operator.execute_complete({}, timed_out, **deferred.value.kwargs)

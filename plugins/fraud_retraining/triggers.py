@@ -93,3 +93,72 @@ class AutoMLJobV2Trigger(BaseTrigger):
                 )
                 return
             await asyncio.sleep(min(self.poll_interval_s, max(remaining, 0.0)))
+
+
+ENDPOINT_TRANSITIONAL = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"})
+
+
+class SageMakerEndpointTrigger(BaseTrigger):
+    """Fire when endpoint `endpoint_name` leaves Creating/Updating, or at the deadline.
+
+    The event carries the endpoint's final status and the config that really serves, so the
+    task can tell "InService on our config" from SageMaker's silent blue/green rollback.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint_name: str,
+        aws_conn_id: str,
+        deadline_epoch_s: float,
+        poll_interval_s: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self.endpoint_name = endpoint_name
+        self.aws_conn_id = aws_conn_id
+        self.deadline_epoch_s = float(deadline_epoch_s)
+        self.poll_interval_s = float(poll_interval_s)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "endpoint_name": self.endpoint_name,
+                "aws_conn_id": self.aws_conn_id,
+                "deadline_epoch_s": self.deadline_epoch_s,
+                "poll_interval_s": self.poll_interval_s,
+            },
+        )
+
+    def _client(self) -> Any:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        return AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="sagemaker").get_conn()
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        client = await asyncio.to_thread(self._client)
+        while True:
+            try:
+                description = await asyncio.to_thread(
+                    client.describe_endpoint, EndpointName=self.endpoint_name
+                )
+            except ClientError as err:
+                if err.response.get("Error", {}).get("Code") not in THROTTLING_CODES:
+                    raise
+                await asyncio.sleep(self.poll_interval_s)
+                continue
+            status = description.get("EndpointStatus")
+            summary = {
+                "EndpointName": description.get("EndpointName"),
+                "EndpointStatus": status,
+                "EndpointConfigName": description.get("EndpointConfigName"),
+                "FailureReason": description.get("FailureReason", ""),
+            }
+            if status not in ENDPOINT_TRANSITIONAL:
+                yield TriggerEvent({"timed_out": False, "description": summary})
+                return
+            remaining = self.deadline_epoch_s - time.time()
+            if remaining <= 0:
+                yield TriggerEvent({"timed_out": True, "description": summary})
+                return
+            await asyncio.sleep(min(self.poll_interval_s, max(remaining, 0.0)))

@@ -123,7 +123,19 @@ class EndpointUpdateOperator(BaseOperator):
         if self.engine == "local":
             summary = self._deploy_local(version, source, cfg)
         else:
-            summary = self._deploy_sagemaker(version)
+            summary = self._deploy_sagemaker(version, expected_champion, decision)
+        return self._finish(context, registry, summary, version, expected_champion, decision)
+
+    def _finish(
+        self,
+        context: Context,
+        registry: Any,
+        summary: dict[str, Any],
+        version: str,
+        expected_champion: str | None,
+        decision: Any,
+    ) -> dict[str, Any]:
+        """After the endpoint verifiably serves `version`: promote it, record the outcome."""
         if registry is not None and expected_champion != version:
             summary["promotion"] = self._promote(context, registry, version, expected_champion, decision)
         outcome = {
@@ -237,15 +249,13 @@ class EndpointUpdateOperator(BaseOperator):
         self.log.info("deploying model %s from %s to %s", version, source, url)
         return deploy_local(url, token, version, source, sample_rows=self._smoke_sample(cfg))
 
-    def _deploy_sagemaker(self, version: str) -> dict[str, Any]:
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-        from fraud_retraining.endpoint_deploy import SageMakerDeploySpec, deploy_sagemaker
+    def _sagemaker_spec(self, version: str) -> Any:
+        from fraud_retraining.endpoint_deploy import SageMakerDeploySpec
 
         missing = [n for n in ("image_uri", "model_data_url", "execution_role_arn") if not getattr(self, n)]
         if missing:
             raise ValueError(f"engine='sagemaker' needs {missing}")
-        spec = SageMakerDeploySpec(
+        return SageMakerDeploySpec(
             endpoint_name=self.endpoint_name,
             model_name=self.model_name,
             version=version,
@@ -255,10 +265,72 @@ class EndpointUpdateOperator(BaseOperator):
             instance_type=self.instance_type,
             alarm_names=tuple(self.alarm_names),
         )
-        sm_client = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="sagemaker").get_conn()
-        return deploy_sagemaker(
-            sm_client, spec, timeout_s=self.wait_timeout_s, poll_interval_s=self.poll_interval_s
+
+    def _sagemaker_client(self) -> Any:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        return AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="sagemaker").get_conn()
+
+    def _deploy_sagemaker(self, version: str, expected_champion: str | None, decision: Any) -> dict[str, Any]:
+        """Create/Update the endpoint, then defer to the triggerer until it settles (no worker
+        slot is held for the blue/green rollout, which takes many minutes on AWS)."""
+        import time
+
+        from fraud_retraining.endpoint_deploy import start_sagemaker_deploy, verify_serving_config
+        from fraud_retraining.triggers import SageMakerEndpointTrigger
+
+        sm_client = self._sagemaker_client()
+        started = start_sagemaker_deploy(sm_client, self._sagemaker_spec(version))
+        self.log.info("SageMaker endpoint %s: %s", started["endpoint_name"], started["action"])
+        if started["action"] == "already-serving":
+            description = sm_client.describe_endpoint(EndpointName=self.endpoint_name)
+            verified = verify_serving_config(description, started["endpoint_config_name"])
+            return {"engine": "sagemaker", "version": version, "action": started["action"], **verified}
+        self.defer(
+            trigger=SageMakerEndpointTrigger(
+                endpoint_name=self.endpoint_name,
+                aws_conn_id=self.aws_conn_id,
+                deadline_epoch_s=time.time() + self.wait_timeout_s,
+                poll_interval_s=self.poll_interval_s,
+            ),
+            method_name="execute_complete",
+            kwargs={
+                "version": version,
+                "expected_config_name": started["endpoint_config_name"],
+                "action": started["action"],
+                "expected_champion": expected_champion,
+                "decision": decision.to_dict() if decision else None,
+            },
         )
+        raise AssertionError("defer() returned")  # defer raises TaskDeferred
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any],
+        version: str,
+        expected_config_name: str,
+        action: str,
+        expected_champion: str | None,
+        decision: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Resume after the trigger: require our config InService (not rolled back), then promote."""
+        from fraud_retraining.config import load_use_case
+        from fraud_retraining.deploy_policy import DeploymentDecision
+        from fraud_retraining.endpoint_deploy import EndpointDeployError, verify_serving_config
+
+        description = event["description"]
+        if event.get("timed_out"):
+            raise EndpointDeployError(
+                f"endpoint {description.get('EndpointName')} still {description.get('EndpointStatus')} "
+                f"after {self.wait_timeout_s:.0f}s"
+            )
+        verified = verify_serving_config(description, expected_config_name)
+        summary = {"engine": "sagemaker", "version": version, "action": action, **verified}
+        cfg = load_use_case(self.use_case_config or None)
+        registry = self._registry(cfg) if self.promote else None
+        restored = DeploymentDecision(**decision) if decision else None
+        return self._finish(context, registry, summary, version, expected_champion, restored)
 
 
 def _as_dict(value: dict[str, Any] | str | None) -> dict[str, Any] | None:
