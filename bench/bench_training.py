@@ -50,10 +50,11 @@ HANDBOOK_SPLIT = {"train": (67_240, 598), "test": (58_264, 385)}
 TARGET = {"average_precision": 0.70, "card_precision_at_100": 0.30}
 
 
-def simulate_handbook(scale: float, seed: int, cfg) -> pd.DataFrame:
+def simulate_handbook(scale: float, seed: int, cfg, fraud_delay: tuple[float, float]) -> pd.DataFrame:
     from fraud_retraining.simulator import SimulationParams, simulate
 
     params = SimulationParams(
+        fraud_delay_days=fraud_delay,
         n_customers=round(5000 * scale),
         n_terminals=round(10000 * scale),
         n_days=183,
@@ -105,12 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-weeks", type=int, default=8, help="weeks of training data before validation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument(
+        "--fraud-delay",
+        default="1,7",
+        help="min,max days until a fraud's label is known. The handbook assumes every label is known "
+        "after its 7-day delay (1,7); our simulator's default, 1,14, adds later chargebacks",
+    )
     args = parser.parse_args(argv)
+    fraud_delay = tuple(float(x) for x in args.fraud_delay.split(","))
     cfg = load_use_case()
     f = cfg.fields
 
     started = time.monotonic()
-    transactions = simulate_handbook(args.scale, args.seed, cfg)
+    transactions = simulate_handbook(args.scale, args.seed, cfg, fraud_delay)
     simulated_s = time.monotonic() - started
     started = time.monotonic()
     featured, feature_names = batch_features(transactions, cfg)

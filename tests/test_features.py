@@ -104,3 +104,47 @@ def test_batch_and_online_features_are_equal() -> None:
         assert online == pytest.approx(expected), tx["tx_id"]
         checked += 1
     assert checked == 25
+
+
+def test_window_counts_are_exact_with_many_entities_over_a_long_span() -> None:
+    """Regression: a composite (entity, nanosecond) key overflowed int64 beyond ~600 entities over
+    half a year, silently corrupting counts (shares above 1). Brute force is the reference."""
+    rng = np.random.default_rng(5)
+    n = 40_000
+    times = T0 + pd.to_timedelta(np.sort(rng.integers(0, 200 * 86_400_000, n)), unit="ms")
+    frame = pd.DataFrame(
+        {
+            "tx_id": [f"t{i}" for i in range(n)],
+            "tx_datetime": times,
+            "customer_id": rng.integers(0, 8_000, n),
+            "terminal_id": rng.integers(0, 20_000, n) // 7,  # a few rows per terminal
+            "amount": rng.gamma(2.0, 30.0, n).round(2),
+        }
+    )
+    fraud_rows = rng.choice(n, 2_000, replace=False)
+    labels = pd.DataFrame(
+        {
+            "tx_id": frame["tx_id"].iloc[fraud_rows].to_numpy(),
+            "is_fraud": 1,
+            "labeled_at": frame["tx_datetime"].iloc[fraud_rows].to_numpy() + pd.Timedelta(days=2),
+        }
+    )
+    features = compute_features(frame, labels, CFG)
+    assert features[[f"terminal_fraud_share_{w}d" for w in (1, 7, 30)]].max().max() <= 1.0
+    delay = pd.Timedelta(days=CFG.label_delay_days)
+    is_fraud = frame["tx_id"].isin(set(labels["tx_id"]))
+    for i in rng.choice(n, 150, replace=False):
+        t, customer, terminal = frame.loc[i, ["tx_datetime", "customer_id", "terminal_id"]]
+        for w in (1, 7, 30):
+            window = pd.Timedelta(days=w)
+            mine = frame[(frame["customer_id"] == customer) & (frame["tx_datetime"] > t - window)]
+            mine = mine[mine["tx_datetime"] < t]
+            assert features.loc[i, f"customer_tx_count_{w}d"] == len(mine)
+            at_terminal = frame[
+                (frame["terminal_id"] == terminal) & (frame["tx_datetime"] >= t - delay - window)
+            ]
+            at_terminal = at_terminal[at_terminal["tx_datetime"] < t - delay]
+            assert features.loc[i, f"terminal_tx_count_{w}d"] == len(at_terminal)
+            frauds = int(is_fraud[at_terminal.index].sum())  # labels 2 days after: known by t
+            expected = frauds / len(at_terminal) if len(at_terminal) else 0.0
+            assert features.loc[i, f"terminal_fraud_share_{w}d"] == pytest.approx(expected)

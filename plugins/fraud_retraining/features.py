@@ -51,17 +51,24 @@ def _ns(values: pd.Series) -> np.ndarray:
 def _window_bounds(
     entity: np.ndarray, times: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For rows sorted by (entity, time): index range of same-entity rows with lo <= time < hi."""
-    # Composite sort key: entity rank in the high part, time offset in the low part.
+    """For rows sorted by (entity, time): index range of same-entity rows with lo <= time < hi.
+
+    One searchsorted over a composite key (entity rank, time rank). Ranks, not raw nanoseconds:
+    entity rank x a nanosecond span overflows int64 (10,000 terminals x 183 days is ~1.6e20),
+    which silently corrupted the window counts; entity rank x distinct times stays below
+    n_rows**2, far inside int64 for any frame that fits in memory.
+    """
     _, ranks = np.unique(entity, return_inverse=True)
-    base = times.min() if len(times) else 0
-    span = int(times.max() - base) + 1 if len(times) else 1
-    lo_off = np.clip(lo - base, -1, span)
-    hi_off = np.clip(hi - base, -1, span)
-    scale = span + 2
-    keys = ranks.astype(np.int64) * scale + (times - base + 1)
-    start = np.searchsorted(keys, ranks * scale + lo_off + 1, side="left")
-    stop = np.searchsorted(keys, ranks * scale + hi_off + 1, side="left")
+    distinct = np.unique(times)
+    scale = np.int64(len(distinct) + 1)
+    time_rank = np.searchsorted(distinct, times, side="left").astype(np.int64)
+    # A row's time rank is >= searchsorted(distinct, x) exactly when its time is >= x.
+    lo_rank = np.searchsorted(distinct, lo, side="left").astype(np.int64)
+    hi_rank = np.searchsorted(distinct, hi, side="left").astype(np.int64)
+    base = ranks.astype(np.int64) * scale
+    keys = base + time_rank
+    start = np.searchsorted(keys, base + lo_rank, side="left")
+    stop = np.searchsorted(keys, base + hi_rank, side="left")
     return start, stop
 
 
