@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 UV_VERSION := 0.13.8
 
-.PHONY: help venv demo test up down status lint format lock bench clean
+.PHONY: help venv browser demo test up down status lint format lock bench clean
 
 help:
 	@echo "make demo    run the retraining DAG once, end to end, on the embedded local stack"
@@ -28,7 +28,16 @@ $(STAMP): requirements.txt
 demo: venv
 	$(BIN)/python include/demo.py
 
-test: venv
+# Headless Chromium + chromedriver (Debian packages) for tests/test_browser_ui.py; sudo unless root.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  echo "installing chromium and chromium-driver for the browser test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	fi
+
+test: venv browser
 	$(BIN)/python -m pytest
 
 up: venv

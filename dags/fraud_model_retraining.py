@@ -5,6 +5,7 @@ CronDataIntervalTimetable, so scheduled runs and backfills carry real intervals:
 
     prepare_storage >> [extract_from_mongo (mapped over time slices), sweep_stray_documents]
         >> stage_to_s3 >> automl_training >> model_evaluation_gate >> endpoint_update
+        >> run_report (teardown: every run, written to S3 even after a failure)
 
 The gate records its decision (and every rule's numbers) in the registry; a failed gate is a
 normal outcome, not a failed run: endpoint_update is then SKIPPED with the reason and the
@@ -26,6 +27,7 @@ from fraud_retraining.operators.endpoint_update import EndpointUpdateOperator
 from fraud_retraining.operators.extract import ExtractIntervalOperator, SweepStraysOperator
 from fraud_retraining.operators.gate import ModelEvaluationGateOperator
 from fraud_retraining.operators.prepare_storage import PrepareStorageOperator
+from fraud_retraining.operators.report import RunReportOperator
 from fraud_retraining.operators.stage import StageTrainingSetOperator
 from fraud_retraining.operators.train import AutoMLTrainingOperator
 
@@ -189,3 +191,17 @@ with DAG(
 
     prepare_storage >> [extract_from_mongo, sweep_stray_documents] >> stage_to_s3
     stage_to_s3 >> automl_training >> model_evaluation_gate >> endpoint_update
+
+    # Every run leaves a report, also when something upstream failed. As a teardown it runs once
+    # everything before it is done (like trigger_rule "all_done"), but its own success does not
+    # turn a failed run green: the run's state still comes from the tasks before it.
+    run_report = RunReportOperator(
+        task_id="run_report",
+        use_case_config=USE_CASE_CONFIG,
+        training_prefix="{{ (" + STAGE_SUMMARY + " or {}).get('training_prefix') or '' }}",
+        challenger_version="{{ (" + TRAIN_SUMMARY + " or {}).get('version') or '' }}",
+        gate_summary="{{ " + GATE_SUMMARY + " | tojson }}",
+        deploy_summary="{{ ti.xcom_pull(task_ids='endpoint_update', key='outcome') | tojson }}",
+        execution_timeout=timedelta(minutes=15),
+    ).as_teardown()
+    endpoint_update >> run_report

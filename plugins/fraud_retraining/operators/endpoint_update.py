@@ -21,6 +21,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
+from fraud_retraining.links import ModelVersionLink, RunReportLink
+
 ENGINES = ("local", "sagemaker")
 
 
@@ -29,6 +31,8 @@ class EndpointUpdateOperator(BaseOperator):
 
     Returns {"engine", "version", ...} (local: previous_version; sagemaker: endpoint_config_name, action).
     """
+
+    operator_extra_links = (RunReportLink(), ModelVersionLink())
 
     template_fields = (
         "version",

@@ -10,8 +10,11 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
+from fraud_retraining.links import ModelVersionLink, RunReportLink
+
 
 class ModelEvaluationGateOperator(BaseOperator):
+    operator_extra_links = (RunReportLink(), ModelVersionLink())
     template_fields = (
         "training_prefix",
         "challenger_version",

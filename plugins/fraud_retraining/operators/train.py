@@ -14,6 +14,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
+from fraud_retraining.links import ModelVersionLink, RunReportLink
+
 ENGINES = ("local", "sagemaker")
 
 
@@ -22,6 +24,8 @@ class AutoMLTrainingOperator(BaseOperator):
 
     Returns {"version", "engine", "model_name", "artifact_prefix", "metrics", "best_estimator", ...}.
     """
+
+    operator_extra_links = (RunReportLink(), ModelVersionLink())
 
     template_fields = (
         "training_prefix",
