@@ -33,8 +33,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STATE_DIR = REPO_ROOT / ".local"
 LOOPBACK = "127.0.0.1"
-DEFAULT_PORTS = {"mongo": 27017, "s3": 5000, "airflow": 8080, "endpoint": 8081}
-ALL_SERVICES = ("mongo", "s3", "airflow", "endpoint")
+DEFAULT_PORTS = {"mongo": 27017, "s3": 5000, "airflow": 8080, "endpoint": 8081, "scorer": 8082}
+ALL_SERVICES = ("mongo", "s3", "airflow", "endpoint", "scorer")
 # moto accepts any key pair; these name the local stack, they are not credentials.
 LOCAL_S3_KEY_ID = "local-stack"
 LOCAL_S3_SECRET = "local-stack-not-a-secret"  # noqa: S105
@@ -161,6 +161,15 @@ def _service_spec(
             str(port),
         ]
         return cmd, {}, lambda: _http_ok(f"http://{LOOPBACK}:{port}/metrics")
+    if name == "scorer":
+        # The change-stream scorer; `port` serves its /metrics and /status (lag, counters).
+        cmd = [
+            sys.executable,
+            str(REPO_ROOT / "include" / "scoring" / "change_stream_scorer.py"),
+            "--metrics-port",
+            str(port),
+        ]
+        return cmd, {}, lambda: _http_ok(f"http://{LOOPBACK}:{port}/status")
     raise StackError(f"unknown service {name!r}; choose from {ALL_SERVICES}")
 
 
@@ -271,7 +280,7 @@ def _local_token(state_dir: Path, name: str) -> str:
     path = state_dir / f"{name}.token"
     if not path.exists():
         state_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
+        path.write_text(secrets.token_urlsafe(64))  # 64 bytes: what HS512 JWT signing wants
         path.chmod(0o600)
     return path.read_text().strip()
 
@@ -355,12 +364,21 @@ def up(
     ports = {**DEFAULT_PORTS, **(ports or {})}
     running = {name: svc for name, svc in read_state(state_dir).items() if _is_ours(svc)}
     wanted = list(services)
-    for name in ("mongo", "s3", "endpoint", "airflow"):  # airflow needs the others' ports
+    for name in ("mongo", "s3", "endpoint", "scorer", "airflow"):  # later ones need earlier ports
         if name not in wanted or name in running:
             continue
         env: dict[str, str] = {}
         if name == "endpoint":
             env = {"FRAUD_ENDPOINT_ADMIN_TOKEN": _local_token(state_dir, "endpoint_admin")}
+        if name == "scorer":
+            if "mongo" not in running or "endpoint" not in running:
+                raise StackError(
+                    "scorer needs mongo and endpoint; start them too (--services mongo,endpoint,scorer)"
+                )
+            env = {
+                "MONGO_URI": mongo_uri(running["mongo"].port),
+                "FRAUD_ENDPOINT_URL": f"http://{LOOPBACK}:{running['endpoint'].port}",
+            }
             if "s3" in running:  # deploys name models by s3:// URI; the server loads them itself
                 env.update(
                     FRAUD_S3_ENDPOINT_URL=s3_endpoint(running["s3"].port),
@@ -384,7 +402,8 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, services: Iterable[str] | None = N
     """Stop what this launcher started (all, or the named services); return their names."""
     running = read_state(state_dir)
     stopped = []
-    for name in list(services or running):
+    # Reverse start order: the scorer stops before the MongoDB and endpoint it reads from.
+    for name in reversed(list(services or running)):
         svc = running.get(name)
         if svc is None:
             continue
