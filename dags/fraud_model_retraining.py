@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
-from fraud_retraining.alerts import alert_on_failure
 from fraud_retraining.config import load_use_case
+from fraud_retraining.notifier import RetrainingFailureNotifier
 from fraud_retraining.operators.endpoint_update import EndpointUpdateOperator
 from fraud_retraining.operators.extract import ExtractIntervalOperator, SweepStraysOperator
 from fraud_retraining.operators.gate import ModelEvaluationGateOperator
@@ -55,7 +55,8 @@ default_args = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=15),
     "execution_timeout": timedelta(minutes=30),
-    "on_failure_callback": alert_on_failure,
+    # Log line always; JSON POST to $FRAUD_ALERT_WEBHOOK_URL when set (run, task, reason).
+    "on_failure_callback": RetrainingFailureNotifier(),
 }
 
 with DAG(

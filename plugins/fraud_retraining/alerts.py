@@ -32,11 +32,11 @@ def failure_summary(context: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def alert_on_failure(context: Mapping[str, Any]) -> dict[str, Any]:
-    """`on_failure_callback`: log the failure, POST it to $FRAUD_ALERT_WEBHOOK_URL if set."""
+def alert_on_failure(context: Mapping[str, Any], webhook_url: str | None = None) -> dict[str, Any]:
+    """`on_failure_callback`: log the failure, POST it to `webhook_url` or $FRAUD_ALERT_WEBHOOK_URL."""
     payload = failure_summary(context)
     log.error("ALERT retraining failure: %s", json.dumps(payload))
-    url = os.environ.get(WEBHOOK_ENV_VAR)
+    url = webhook_url or os.environ.get(WEBHOOK_ENV_VAR)
     if url:
         request = urllib.request.Request(  # noqa: S310 - operator-configured webhook
             url,
