@@ -208,6 +208,19 @@ def test_drift_retrains_deploys_and_a_worse_model_is_rejected(pipeline, mongo_cl
     assert registry.champion_version() == v2 and serving_version(pipeline) == v2
     assert registry.get(third["tasks"]["automl_training"]["result"]["version"])["gate"]["passed"] is False
 
+    # Every run left its report; this one says FAIL and why, with every section available.
+    report = third["tasks"]["run_report"]
+    assert report["state"].endswith("success"), report
+    summary = report["result"]
+    assert summary["decision"] == "fail" and summary["deployment"].startswith("skipped"), summary
+    assert all(section["available"] for section in summary["sections"]), summary["sections"]
+    page = _s3(pipeline).get_object(Bucket=summary["bucket"], Key=summary["key"])["Body"].read().decode()
+    assert "gate failed" in page.lower() or "fail" in page.lower()
+    assert 'src="data:image/png;base64,' in page  # self-contained: no external assets
+    assert 'src="http' not in page and "<link " not in page
+    for run in (first, second):
+        assert run["tasks"]["run_report"]["result"]["decision"] == "pass"
+
 
 def _s3(pipeline: dict):
     import boto3
