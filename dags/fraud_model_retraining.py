@@ -3,9 +3,10 @@
 Runs once per daily data interval [data_interval_start, data_interval_end) on
 CronDataIntervalTimetable, so scheduled runs and backfills carry real intervals:
 
-    prepare_storage >> [extract_from_mongo (mapped over time slices), sweep_stray_documents]
-        >> stage_to_s3 >> automl_training >> model_evaluation_gate >> endpoint_update
+    prepare_storage >> extract_from_mongo (mapped over time slices) >> stage_to_s3
+        >> automl_training >> model_evaluation_gate >> endpoint_update
         >> run_report (teardown: every run, written to S3 even after a failure)
+    prepare_storage >> sweep_stray_documents >> run_report   (off the training path)
 
 The gate records its decision (and every rule's numbers) in the registry; a failed gate is a
 normal outcome, not a failed run: endpoint_update is then SKIPPED with the reason and the
@@ -139,7 +140,9 @@ with DAG(
     ).expand(slice_index=plan_extract_slices())
 
     # Documents whose time is not a date, which no slice's range query sees: quarantined by a
-    # once-per-interval sweep running beside the slices instead of on each slice's critical path.
+    # once-per-interval sweep. Nothing downstream reads strays but the report, so the sweep (a
+    # pass over the interval's documents by insert time; a whole-collection scan on SecantusDB)
+    # runs beside the training path instead of on it.
     sweep_stray_documents = SweepStraysOperator(
         task_id="sweep_stray_documents",
         use_case_config=USE_CASE_CONFIG,
@@ -190,7 +193,8 @@ with DAG(
         outlets=[LIVE_CHAMPION],
     )
 
-    prepare_storage >> [extract_from_mongo, sweep_stray_documents] >> stage_to_s3
+    prepare_storage >> [extract_from_mongo, sweep_stray_documents]
+    extract_from_mongo >> stage_to_s3
     stage_to_s3 >> automl_training >> model_evaluation_gate >> endpoint_update
 
     # Every run leaves a report, also when something upstream failed. As a teardown it runs once
@@ -205,4 +209,4 @@ with DAG(
         deploy_summary="{{ ti.xcom_pull(task_ids='endpoint_update', key='outcome') | tojson }}",
         execution_timeout=timedelta(minutes=15),
     ).as_teardown()
-    endpoint_update >> run_report
+    [endpoint_update, sweep_stray_documents] >> run_report

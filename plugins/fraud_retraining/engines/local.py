@@ -123,6 +123,7 @@ def train_local(
             verbose=0,
         )
         leaderboard = _read_leaderboard(log_path)
+    search_s = time.monotonic() - started
     if automl.best_estimator is None:
         raise RuntimeError(f"FLAML finished no trial within {time_budget_s} s; raise the budget")
 
@@ -188,7 +189,12 @@ def train_local(
         leaderboard=leaderboard,
         budget_s=float(time_budget_s),
         elapsed_s=elapsed,
-        details={"trials": len(leaderboard), "library_versions": library_versions(), "chosen": chosen},
+        details={
+            "trials": len(leaderboard),
+            "search_seconds": round(search_s, 3),
+            "library_versions": library_versions(),
+            "chosen": chosen,
+        },
     )
 
 
