@@ -355,6 +355,20 @@ def stack_env(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, str]:
     return env
 
 
+def endpoint_service_env(state_dir: Path, running: dict[str, RunningService]) -> dict[str, str]:
+    """The endpoint's admin token and, with S3 up, what it needs to load s3:// models itself
+    (endpoint_update deploys models by their s3:// URI)."""
+    env = {"FRAUD_ENDPOINT_ADMIN_TOKEN": _local_token(state_dir, "endpoint_admin")}
+    if "s3" in running:
+        env.update(
+            FRAUD_S3_ENDPOINT_URL=s3_endpoint(running["s3"].port),
+            AWS_ACCESS_KEY_ID=LOCAL_S3_KEY_ID,
+            AWS_SECRET_ACCESS_KEY=LOCAL_S3_SECRET,
+            AWS_DEFAULT_REGION=LOCAL_REGION,
+        )
+    return env
+
+
 def up(
     services: Iterable[str] = ALL_SERVICES,
     state_dir: Path = DEFAULT_STATE_DIR,
@@ -369,7 +383,7 @@ def up(
             continue
         env: dict[str, str] = {}
         if name == "endpoint":
-            env = {"FRAUD_ENDPOINT_ADMIN_TOKEN": _local_token(state_dir, "endpoint_admin")}
+            env = endpoint_service_env(state_dir, running)
         if name == "scorer":
             if "mongo" not in running or "endpoint" not in running:
                 raise StackError(
@@ -379,13 +393,6 @@ def up(
                 "MONGO_URI": mongo_uri(running["mongo"].port),
                 "FRAUD_ENDPOINT_URL": f"http://{LOOPBACK}:{running['endpoint'].port}",
             }
-            if "s3" in running:  # deploys name models by s3:// URI; the server loads them itself
-                env.update(
-                    FRAUD_S3_ENDPOINT_URL=s3_endpoint(running["s3"].port),
-                    AWS_ACCESS_KEY_ID=LOCAL_S3_KEY_ID,
-                    AWS_SECRET_ACCESS_KEY=LOCAL_S3_SECRET,
-                    AWS_DEFAULT_REGION=LOCAL_REGION,
-                )
         if name == "airflow":
             env = {**connection_env(running["mongo"].port, running["s3"].port), **airflow_env(state_dir)}
             if "endpoint" in running:

@@ -104,3 +104,14 @@ def test_endpoint_service_starts_without_a_model_and_guards_admin(tmp_path: Path
         assert status.json()["current_version"] is None
     finally:
         assert local_stack.down(tmp_path) == ["endpoint"]
+
+
+def test_endpoint_gets_what_it_needs_to_load_s3_models(tmp_path: Path, s3_server) -> None:
+    """endpoint_update deploys by s3:// URI: with S3 up, the endpoint must reach it on its own
+    (a regression: the S3 settings once went to the scorer instead, and deploys failed with
+    NoCredentialsError)."""
+    env = local_stack.endpoint_service_env(tmp_path, {"s3": s3_server})
+    assert env["FRAUD_S3_ENDPOINT_URL"] == local_stack.s3_endpoint(s3_server.port)
+    assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"] and env["AWS_DEFAULT_REGION"]
+    assert env["FRAUD_ENDPOINT_ADMIN_TOKEN"] == (tmp_path / "endpoint_admin.token").read_text().strip()
+    assert set(local_stack.endpoint_service_env(tmp_path, {})) == {"FRAUD_ENDPOINT_ADMIN_TOKEN"}
