@@ -79,7 +79,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import ClientError
 from bson import ObjectId
 from bson import decode as bson_decode
 from bson.codec_options import CodecOptions
@@ -93,6 +92,7 @@ from fraud_retraining.layout import (
     quarantine_partition_prefix,
     raw_partition_prefix,
 )
+from fraud_retraining.storage import read_json
 from fraud_retraining.timeutil import as_utc
 
 log = logging.getLogger(__name__)
@@ -578,16 +578,6 @@ def _list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     return keys
 
 
-def _read_json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as err:
-        if str(err.response.get("Error", {}).get("Code")) in {"NoSuchKey", "404", "NotFound"}:
-            return None
-        raise
-    return json.loads(body)
-
-
 def _put_json(s3: Any, bucket: str, key: str, payload: dict[str, Any]) -> None:
     s3.put_object(
         Bucket=bucket, Key=key, Body=json.dumps(payload, indent=2).encode(), ContentType="application/json"
@@ -600,7 +590,7 @@ def _finalize_partition(
     """Write `_manifest.json` if all slices are done; remove parts of a previous slice layout."""
     slices = []
     for index in range(n_slices):
-        entry = _read_json(s3, bucket, f"{prefix}{SLICE_MANIFEST_DIR}{part_name(index)}.json")
+        entry = read_json(s3, bucket, f"{prefix}{SLICE_MANIFEST_DIR}{part_name(index)}.json")
         if entry is None or entry.get("n_slices") != n_slices:
             return False
         slices.append(entry)
@@ -862,7 +852,7 @@ def sweep_strays(
 
 def read_partition_manifest(s3: Any, bucket: str, prefix: str) -> dict[str, Any] | None:
     """The `_manifest.json` of a partition folder, or None if the partition is not finished."""
-    return _read_json(s3, bucket, prefix.rstrip("/") + "/" + MANIFEST_NAME)
+    return read_json(s3, bucket, prefix.rstrip("/") + "/" + MANIFEST_NAME)
 
 
 def list_complete_partitions(s3: Any, bucket: str, dataset_prefix: str) -> list[dict[str, Any]]:
@@ -876,7 +866,7 @@ def list_complete_partitions(s3: Any, bucket: str, dataset_prefix: str) -> list[
     for key in _list_keys(s3, bucket, prefix):
         rest = key[len(prefix) :]
         if rest.count("/") == 1 and rest.endswith("/" + MANIFEST_NAME):
-            manifest = _read_json(s3, bucket, key)
+            manifest = read_json(s3, bucket, key)
             if manifest is not None:
                 manifest["prefix"] = key[: -len(MANIFEST_NAME)]
                 manifests.append(manifest)

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from botocore.exceptions import ClientError
 
 from fraud_retraining.config import UseCaseConfig
 from fraud_retraining.extract import MANIFEST_NAME, STRAYS_SUMMARY
@@ -45,6 +44,7 @@ from fraud_retraining.layout import (
     raw_partition_prefix,
     safe_run_key,
 )
+from fraud_retraining.storage import read_json
 from fraud_retraining.timeutil import as_utc
 
 log = logging.getLogger(__name__)
@@ -211,16 +211,6 @@ def _downsample(xs: np.ndarray, ys: np.ndarray, limit: int = MAX_CURVE_POINTS) -
 # ------------------------------------------------------------------ S3 readers
 
 
-def _read_json(s3: Any, bucket: str, key: str) -> Any | None:
-    try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as err:
-        if str(err.response.get("Error", {}).get("Code")) in {"NoSuchKey", "404", "NotFound"}:
-            return None
-        raise
-    return json.loads(body)
-
-
 def _read_parquet(s3: Any, bucket: str, key: str) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
 
@@ -281,10 +271,10 @@ def _volumes(
         entry: dict[str, Any] = {"day": day.strftime("%Y-%m-%d"), "in_run_interval": in_run}
         quarantined: Counter[str] = Counter()
         for dataset in DATASETS:
-            part = _read_json(s3, bucket, raw_partition_prefix(cfg, dataset, day) + MANIFEST_NAME)
+            part = read_json(s3, bucket, raw_partition_prefix(cfg, dataset, day) + MANIFEST_NAME)
             entry[dataset] = None if part is None else int(part.get("rows", 0))
             found = [("extract", (part or {}).get("quarantined") or {})]
-            strays = _read_json(s3, bucket, quarantine_partition_prefix(cfg, dataset, day) + STRAYS_SUMMARY)
+            strays = read_json(s3, bucket, quarantine_partition_prefix(cfg, dataset, day) + STRAYS_SUMMARY)
             found.append(("stray sweep", (strays or {}).get("quarantined") or {}))
             for source, counts in found:
                 for reason, n in counts.items():
@@ -415,7 +405,7 @@ def _drift(
             }
         )
     rows.sort(key=lambda r: -(r["psi"] or 0.0))
-    ref_manifest = _read_json(s3, ref_bucket, ref_prefix + "manifest.json") or {}
+    ref_manifest = read_json(s3, ref_bucket, ref_prefix + "manifest.json") or {}
     return {
         "reference_version": champion,
         "reference_training_data": f"s3://{ref_bucket}/{ref_prefix}",
@@ -433,7 +423,7 @@ def _leaderboard(s3: Any, cfg: UseCaseConfig, version: str | None, limit: int) -
     if not version:
         raise _Unavailable("no model version: training did not run or failed")
     prefix = model_prefix(cfg, version)
-    raw = _read_json(s3, cfg.s3.bucket, prefix + "leaderboard.json")
+    raw = read_json(s3, cfg.s3.bucket, prefix + "leaderboard.json")
     if raw is None:
         raise _Unavailable(f"no leaderboard stored under {prefix}")
     source = None
@@ -457,7 +447,7 @@ def _leaderboard(s3: Any, cfg: UseCaseConfig, version: str | None, limit: int) -
                 "detail": json.dumps(_jsonable(detail), sort_keys=True, default=str)[:300],
             }
         )
-    chosen = _read_json(s3, cfg.s3.bucket, prefix + "chosen_config.json") or {}
+    chosen = read_json(s3, cfg.s3.bucket, prefix + "chosen_config.json") or {}
     return {"rows": rows[:limit], "total": len(rows), "source": source, "chosen": chosen}
 
 
@@ -510,7 +500,7 @@ def _score_holdout(
 def _importance(s3: Any, cfg: UseCaseConfig, version: str | None) -> dict[str, Any]:
     if not version:
         raise _Unavailable("no model version: training did not run or failed")
-    raw = _read_json(s3, cfg.s3.bucket, model_prefix(cfg, version) + "feature_importance.json")
+    raw = read_json(s3, cfg.s3.bucket, model_prefix(cfg, version) + "feature_importance.json")
     if not raw:
         raise _Unavailable(f"model {version} stored no feature importance (e.g. an Autopilot model)")
     total = sum(float(v) for v in raw.values()) or 1.0
@@ -520,7 +510,7 @@ def _importance(s3: Any, cfg: UseCaseConfig, version: str | None) -> dict[str, A
     ]
     kind = (
         "gain"
-        if (_read_json(s3, cfg.s3.bucket, model_prefix(cfg, version) + "model.json") or {}).get("kind")
+        if (read_json(s3, cfg.s3.bucket, model_prefix(cfg, version) + "model.json") or {}).get("kind")
         in {"lightgbm", "xgboost"}
         else "|coefficient|"
     )
@@ -603,7 +593,7 @@ def build_run_report(
     if training_prefix:
         bucket, prefix = _split_s3_uri(training_prefix, cfg.s3.bucket)
         try:
-            manifest = _read_json(s3, bucket, prefix + "manifest.json")
+            manifest = read_json(s3, bucket, prefix + "manifest.json")
         except Exception as err:  # reported by the sections that need it
             log.warning("training manifest %s unreadable: %s", prefix, err)
     challenger_doc = None
@@ -1274,7 +1264,7 @@ def publish_run_report(
     page = render_report_html(data).encode("utf-8")
     version = data["run"]["challenger_version"]
     has_model = (
-        bool(version) and _read_json(s3, cfg.s3.bucket, model_prefix(cfg, version) + "model.json") is not None
+        bool(version) and read_json(s3, cfg.s3.bucket, model_prefix(cfg, version) + "model.json") is not None
     )
     key = report_key(cfg, run_key, version if has_model else None)
     # Also by run: the UI's "Run report" link knows only the run id.

@@ -1,7 +1,9 @@
-"""Storage preparation shared by the seeder and the DAG: MongoDB indexes and the S3 bucket."""
+"""Storage preparation shared by the seeder and the DAG: MongoDB indexes and the S3 bucket;
+and the one reader of small JSON objects in S3 (manifests, summaries)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pymongo import ASCENDING
@@ -54,3 +56,16 @@ def ensure_bucket(s3_client: Any, bucket: str) -> bool:
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
     s3_client.create_bucket(**kwargs)
     return True
+
+
+def read_json(s3_client: Any, bucket: str, key: str) -> Any | None:
+    """The JSON object at `key`, or None if it does not exist (any other error raises)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as err:
+        if str(err.response.get("Error", {}).get("Code")) in {"NoSuchKey", "404", "NotFound"}:
+            return None
+        raise
+    return json.loads(body)
