@@ -24,6 +24,24 @@ THROTTLING_CODES = frozenset(
 )
 
 
+def _sagemaker_client(aws_conn_id: str) -> Any:
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sagemaker").get_conn()
+
+
+async def _describe(call: Any, poll_interval_s: float, **kwargs: Any) -> dict[str, Any]:
+    """One Describe* call off the event loop (boto3 blocks); throttling is routine when many
+    resources are polled, so it waits and retries; any other error is a real failure."""
+    while True:
+        try:
+            return await asyncio.to_thread(call, **kwargs)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") not in THROTTLING_CODES:
+                raise
+            await asyncio.sleep(poll_interval_s)
+
+
 class AutoMLJobV2Trigger(BaseTrigger):
     """Fire when Autopilot job `job_name` ends, or stop it at `deadline_epoch_s` (UNIX seconds)."""
 
@@ -52,25 +70,12 @@ class AutoMLJobV2Trigger(BaseTrigger):
             },
         )
 
-    def _client(self) -> Any:
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-        return AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="sagemaker").get_conn()
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        # boto3 is blocking: every call runs in a thread so the triggerer's event loop stays free.
-        client = await asyncio.to_thread(self._client)
+        client = await asyncio.to_thread(_sagemaker_client, self.aws_conn_id)
         while True:
-            try:
-                description = await asyncio.to_thread(
-                    client.describe_auto_ml_job_v2, AutoMLJobName=self.job_name
-                )
-            except ClientError as err:
-                # Throttling is routine when many jobs are polled; anything else is a real failure.
-                if err.response.get("Error", {}).get("Code") not in THROTTLING_CODES:
-                    raise
-                await asyncio.sleep(self.poll_interval_s)
-                continue
+            description = await _describe(
+                client.describe_auto_ml_job_v2, self.poll_interval_s, AutoMLJobName=self.job_name
+            )
             outcome = job_outcome(description)
             if outcome["terminal"]:
                 self.log.info("Autopilot job %s ended: %s", self.job_name, outcome["status"])
@@ -130,23 +135,12 @@ class SageMakerEndpointTrigger(BaseTrigger):
             },
         )
 
-    def _client(self) -> Any:
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-        return AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="sagemaker").get_conn()
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        client = await asyncio.to_thread(self._client)
+        client = await asyncio.to_thread(_sagemaker_client, self.aws_conn_id)
         while True:
-            try:
-                description = await asyncio.to_thread(
-                    client.describe_endpoint, EndpointName=self.endpoint_name
-                )
-            except ClientError as err:
-                if err.response.get("Error", {}).get("Code") not in THROTTLING_CODES:
-                    raise
-                await asyncio.sleep(self.poll_interval_s)
-                continue
+            description = await _describe(
+                client.describe_endpoint, self.poll_interval_s, EndpointName=self.endpoint_name
+            )
             status = description.get("EndpointStatus")
             summary = {
                 "EndpointName": description.get("EndpointName"),
