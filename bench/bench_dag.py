@@ -75,21 +75,7 @@ def main() -> int:
             f"seeding {args.days} days ({start_day} .. {end_day}), {args.customers:,} customers", flush=True
         )
         demo._run(
-            [
-                str(BIN / "python"),
-                str(REPO / "include" / "seed_transactions.py"),
-                "seed",
-                "--start",
-                start_day.isoformat(),
-                "--days",
-                str(args.days),
-                "--customers",
-                str(args.customers),
-                "--terminals",
-                str(args.terminals),
-                "--as-of",
-                f"{end_day.isoformat()}T00:00:00+00:00",
-            ],
+            demo.seed_command(start_day, end_day, args.customers, args.terminals),
             env,
             log=state / "seed.log",
         )
@@ -98,14 +84,7 @@ def main() -> int:
         print("extracting the history before the run's interval", flush=True)
         began = time.perf_counter()
         demo._run(
-            [
-                str(BIN / "python"),
-                str(REPO / "include" / "extract_history.py"),
-                "--from",
-                start_day.isoformat(),
-                "--to",
-                last_day.isoformat(),
-            ],
+            demo.extract_history_command(start_day, last_day),
             env,
             log=state / "extract-history.log",
         )
@@ -116,7 +95,7 @@ def main() -> int:
         print(f"airflow dags test {DAG_ID} {logical} --conf {json.dumps(conf)}", flush=True)
         began = time.perf_counter()
         demo._run(
-            [str(BIN / "airflow"), "dags", "test", DAG_ID, logical, "--conf", json.dumps(conf)],
+            demo.dags_test_command(end_day, conf),
             env,
             log=state / "dag-test.log",
             timeout=3600,

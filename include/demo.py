@@ -44,6 +44,45 @@ def _run(cmd: list[str], env: dict[str, str], log: Path | None = None, timeout: 
     print(f"   done in {time.monotonic() - started:.1f}s", flush=True)
 
 
+def seed_command(start_day: date, end_day: date, customers: int, terminals: int, *extra: str) -> list[str]:
+    """include/seed_transactions.py for [start_day, end_day), labels due by end_day written."""
+    return [
+        str(BIN / "python"),
+        str(local_stack.REPO_ROOT / "include" / "seed_transactions.py"),
+        "seed",
+        "--start",
+        start_day.isoformat(),
+        "--days",
+        str((end_day - start_day).days),
+        "--customers",
+        str(customers),
+        "--terminals",
+        str(terminals),
+        "--as-of",
+        f"{end_day.isoformat()}T00:00:00+00:00",
+        *extra,
+    ]
+
+
+def extract_history_command(first_day: date, stop_day: date) -> list[str]:
+    """include/extract_history.py for the days [first_day, stop_day)."""
+    return [
+        str(BIN / "python"),
+        str(local_stack.REPO_ROOT / "include" / "extract_history.py"),
+        "--from",
+        first_day.isoformat(),
+        "--to",
+        stop_day.isoformat(),
+    ]
+
+
+def dags_test_command(end_day: date, conf: dict) -> list[str]:
+    """`airflow dags test` for the interval ending at end_day (CronDataIntervalTimetable: logical
+    date D runs [D - 1 day, D))."""
+    logical = f"{end_day.isoformat()}T00:00:00+00:00"
+    return [str(BIN / "airflow"), "dags", "test", DAG_ID, logical, "--conf", json.dumps(conf)]
+
+
 def read_latest_run(env: dict[str, str]) -> dict:
     """Task states, durations and XCom summaries of the DAG's latest run, from the metadata DB."""
     code = f"""
@@ -93,6 +132,21 @@ def _print_run_summary(env: dict[str, str]) -> str:
     return summary["state"]
 
 
+def _forget_models_lost_with_s3(mongo_uri: str) -> None:
+    """The embedded S3 server keeps nothing across restarts, but MongoDB's data dir does: a
+    registry left by an earlier demo would name a champion whose artifacts are gone, and the
+    gate could not load it. A freshly started S3 therefore starts the registry afresh too."""
+    import pymongo
+
+    sys.path.insert(0, str(local_stack.REPO_ROOT / "plugins"))
+    from fraud_retraining.config import load_use_case
+
+    cfg = load_use_case()
+    client = pymongo.MongoClient(mongo_uri)
+    client[cfg.mongo.database].drop_collection(cfg.mongo.registry_collection)
+    client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -119,28 +173,21 @@ def main(argv: list[str] | None = None) -> int:
         started = [name for name in running if name not in before]
         env = {**os.environ, **local_stack.stack_env(state_dir)}
         (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        if "s3" in started:
+            _forget_models_lost_with_s3(env["MONGO_URI"])
 
         print(f"2. seeding {args.days} days of simulated transactions ({start_day} .. {end_day})", flush=True)
         _run(
-            [
-                str(BIN / "python"),
-                str(local_stack.REPO_ROOT / "include" / "seed_transactions.py"),
-                "seed",
-                "--start",
-                start_day.isoformat(),
-                "--days",
-                str(args.days),
-                "--customers",
-                str(args.customers),
-                "--terminals",
-                str(args.terminals),
+            seed_command(
+                start_day,
+                end_day,
+                args.customers,
+                args.terminals,
                 "--seed",
                 str(args.seed),
                 "--malformed-share",
                 "0.002",
-                "--as-of",
-                f"{end_day.isoformat()}T00:00:00+00:00",
-            ],
+            ),
             env,
         )
 
@@ -150,14 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         _run(
-            [
-                str(BIN / "python"),
-                str(local_stack.REPO_ROOT / "include" / "extract_history.py"),
-                "--from",
-                start_day.isoformat(),
-                "--to",
-                last_day.isoformat(),
-            ],
+            extract_history_command(start_day, last_day),
             env,
             log=state_dir / "logs" / "demo-extract-history.log",
         )
@@ -165,14 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         print("4. preparing the Airflow metadata DB (.local/airflow, SQLite)", flush=True)
         _run([str(BIN / "airflow"), "db", "migrate"], env, log=state_dir / "logs" / "demo-db-migrate.log")
 
-        # With CronDataIntervalTimetable, logical date D runs the interval [D - 1 day, D).
         logical = f"{end_day.isoformat()}T00:00:00+00:00"
         log = state_dir / "logs" / "demo-dag-test.log"
         print(f"5. airflow dags test {DAG_ID} {logical}  (log: {log})", flush=True)
         conf = {"training_budget_s": args.budget, "training_window_days": args.days - 35}
-        _run(
-            [str(BIN / "airflow"), "dags", "test", DAG_ID, logical, "--conf", json.dumps(conf)], env, log=log
-        )
+        _run(dags_test_command(end_day, conf), env, log=log)
         state = _print_run_summary(env)
         return 0 if state.endswith("success") else 1
     finally:
