@@ -96,6 +96,22 @@ def test_json_instances_and_records_agree(client: TestClient, model_dirs: dict[s
     np.testing.assert_allclose(records.json()["scores"], expected)
 
 
+def test_named_features_the_model_does_not_use_are_ignored(
+    client: TestClient, model_dirs: dict[str, Path]
+) -> None:
+    """A caller on a newer feature catalogue keeps being served by an older champion."""
+    expected = _floor_scores(model_dirs["v1"], ROWS)
+    records = [{**dict(zip(FEATURES, row, strict=True)), "newer_feature": 7.0} for row in ROWS]
+    response = client.post("/invocations", json={"instances": records})
+    assert response.status_code == 200
+    np.testing.assert_allclose(response.json()["scores"], expected)
+    header = ",".join(["newer_feature", *FEATURES])
+    body = header + "\n" + "\n".join(",".join(str(v) for v in [7.0, *row]) for row in ROWS)
+    response = client.post("/invocations", content=body, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 200
+    np.testing.assert_allclose(response.json()["scores"], expected)
+
+
 def test_accept_csv_returns_one_score_per_line(client: TestClient, model_dirs: dict[str, Path]) -> None:
     response = client.post("/invocations", json={"instances": ROWS}, headers={"Accept": "text/csv"})
     assert response.status_code == 200
@@ -112,8 +128,8 @@ def test_accept_csv_returns_one_score_per_line(client: TestClient, model_dirs: d
         ("   ", "application/json", 400, "empty"),
         ("x" * 20_001, "text/csv", 413, "larger"),
         ("1,2,3", "application/xml", 415, "content type"),
-        ("amount,bogus,terminal_risk_7d\n1,2,3", "text/csv", 400, "unknown feature"),
-        (json.dumps([{"amount": 1, "bogus": 2, "terminal_risk_7d": 3}]), "application/json", 400, "unknown"),
+        ("amount,bogus,terminal_risk_7d\n1,2,3", "text/csv", 400, "lacks features"),
+        (json.dumps([{"amount": 1, "bogus": 2, "terminal_risk_7d": 3}]), "application/json", 400, "lacks"),
         (json.dumps({"instances": [[1, "x", 3]]}), "application/json", 400, "non-numeric"),
         (json.dumps({"instances": [[1, 2]]}), "application/json", 400, "feature columns"),
         ("{not json", "application/json", 400, "invalid JSON"),

@@ -101,14 +101,15 @@ def _as_matrix(rows: Any, n_features: int) -> np.ndarray:
 
 
 def _records_to_matrix(records: list[Any], feature_names: Sequence[str]) -> np.ndarray:
+    """Named records -> the model's columns. Names the model does not use are ignored (as MLflow's
+    schema enforcement does): callers send the whole feature catalogue of their code version, so a
+    champion trained on an older, smaller feature set keeps serving through a feature upgrade. A
+    misspelt name still fails, as the feature it was meant to be is then missing."""
     index = {name: i for i, name in enumerate(feature_names)}
     matrix = np.empty((len(records), len(feature_names)), dtype=np.float64)
     for r, record in enumerate(records):
         if not isinstance(record, dict):
             raise PayloadError(f"record {r} is not an object")
-        unknown = set(record) - index.keys()
-        if unknown:
-            raise PayloadError(f"unknown feature names: {sorted(unknown)}")
         missing = index.keys() - set(record)
         if missing:
             raise PayloadError(f"record {r} lacks features: {sorted(missing)}")
@@ -134,19 +135,20 @@ def parse_json_payload(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
 
 
 def parse_csv_payload(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
-    """CSV rows in the model's feature order, optionally with a header row naming the features."""
+    """CSV rows in the model's feature order, or with a header row naming the features (extra
+    named columns are ignored, as for JSON records)."""
     text = body.decode("utf-8", errors="strict").strip()
     if not text:
         raise PayloadError("empty body")
     first_line, _, rest = text.partition("\n")
     first_cells = [cell.strip() for cell in first_line.split(",")]
     if not _is_number(first_cells[0]):
-        # A header: reorder columns by name so callers need not know the model's order.
-        unknown = [name for name in first_cells if name not in feature_names]
-        if unknown:
-            raise PayloadError(f"unknown feature names: {unknown}")
-        if sorted(first_cells) != sorted(feature_names):
-            raise PayloadError(f"header must name exactly the features {list(feature_names)}")
+        # A header: pick and reorder columns by name so callers need not know the model's order.
+        missing = [name for name in feature_names if name not in first_cells]
+        if missing:
+            raise PayloadError(f"header lacks features: {missing}")
+        if len(set(first_cells)) != len(first_cells):
+            raise PayloadError("header names a column twice")
         if not rest.strip():
             raise PayloadError("header without rows")
         matrix = _parse_csv_numbers(rest, len(first_cells))
