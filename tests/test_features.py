@@ -70,6 +70,44 @@ def test_terminal_windows_are_shifted_by_the_delay_and_labels_do_not_leak() -> N
     assert row["terminal_fraud_share_30d"] == 0.25
 
 
+def test_known_frauds_inside_the_delay_and_days_since_known_frauds() -> None:
+    day = pd.Timedelta(days=1)
+    tx = _tx(
+        [
+            ("old", T0 - 40 * day, 1, 5, 10.0),  # fraud beyond the 37-day lookback: ignored
+            ("f20", T0 - 20 * day, 2, 5, 10.0),  # fraud known long ago: the first known one
+            ("f3", T0 - 3 * day, 3, 5, 10.0),  # fraud inside the delay, reported 1 day later
+            ("f2", T0 - 2 * day, 4, 5, 10.0),  # fraud inside the delay, label written after t
+            ("g1", T0 - 1 * day, 5, 5, 10.0),
+            ("t", T0, 6, 5, 10.0),
+            ("u", T0, 7, 6, 10.0),  # another terminal, no fraud at all
+        ]
+    )
+    labels = _labels(
+        [
+            ("old", 1, T0 - 39 * day),
+            ("f20", 1, T0 - 15 * day),
+            ("f3", 1, T0 - 2 * day),
+            ("f2", 1, T0 + 1 * day),  # not known at t: must not leak
+        ]
+    )
+    rows = compute_features(tx, labels, CFG).set_index("tx_id")
+    row = rows.loc["t"]
+    assert row["terminal_known_frauds_in_delay"] == 1  # f3 only
+    assert row["terminal_days_since_first_known_fraud"] == pytest.approx(20.0)
+    assert row["terminal_days_since_last_known_fraud"] == pytest.approx(3.0)
+    # The delay-shifted windows are unchanged by labels known early: f20 is in 30d only.
+    assert row["terminal_fraud_share_30d"] == pytest.approx(1 / 1)
+    assert row["terminal_fraud_share_7d"] == 0.0
+    other = rows.loc["u"]
+    assert other["terminal_known_frauds_in_delay"] == 0
+    assert other["terminal_days_since_first_known_fraud"] == -1.0
+    assert other["terminal_days_since_last_known_fraud"] == -1.0
+    # f3 at its own time: it is not known yet (reported a day later) and a row never sees itself.
+    assert rows.loc["f3", "terminal_known_frauds_in_delay"] == 0
+    assert rows.loc["f3", "terminal_days_since_last_known_fraud"] == pytest.approx(17.0)
+
+
 def test_night_and_weekend_flags() -> None:
     saturday_night = pd.Timestamp("2026-11-07 03:00", tz="UTC")
     row = compute_features(_tx([("n", saturday_night, 1, 1, 5.0)]), _labels([]), CFG).iloc[0]
@@ -148,3 +186,14 @@ def test_window_counts_are_exact_with_many_entities_over_a_long_span() -> None:
             frauds = int(is_fraud[at_terminal.index].sum())  # labels 2 days after: known by t
             expected = frauds / len(at_terminal) if len(at_terminal) else 0.0
             assert features.loc[i, f"terminal_fraud_share_{w}d"] == pytest.approx(expected)
+        at_terminal = frame[(frame["terminal_id"] == terminal) & (frame["tx_datetime"] < t)]
+        known = at_terminal[
+            is_fraud[at_terminal.index] & (at_terminal["tx_datetime"] + pd.Timedelta(days=2) <= t)
+        ]
+        in_delay = known[known["tx_datetime"] >= t - delay]
+        assert features.loc[i, "terminal_known_frauds_in_delay"] == len(in_delay)
+        recent = known[known["tx_datetime"] >= t - delay - pd.Timedelta(days=30)]
+        ages = (t - recent["tx_datetime"]) / pd.Timedelta(days=1)
+        first, last = (ages.max(), ages.min()) if len(recent) else (-1.0, -1.0)
+        assert features.loc[i, "terminal_days_since_first_known_fraud"] == pytest.approx(first)
+        assert features.loc[i, "terminal_days_since_last_known_fraud"] == pytest.approx(last)

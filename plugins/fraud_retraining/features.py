@@ -7,7 +7,16 @@ For a transaction of customer c at terminal k at time t (label delay d):
   strictly before t: a transaction never sees itself or anything later;
 * terminal_tx_count_{w}d, terminal_fraud_share_{w}d: the terminal's transactions in
   [t - d - w, t - d) (the handbook's delay shift), counting a transaction as fraud only if its
-  fraud label was known at t (labeled_at <= t): a label written after t never leaks.
+  fraud label was known at t (labeled_at <= t): a label written after t never leaks;
+* terminal_known_frauds_in_delay: frauds at the terminal in [t - d, t) whose label was already
+  known at t. The handbook treats the whole delay period as unlabelled; in practice many frauds
+  are reported within days (a customer calls, a chargeback arrives early), and a freshly
+  compromised terminal is visible only through those labels for its first week;
+* terminal_days_since_first_known_fraud, terminal_days_since_last_known_fraud: over the
+  terminal's frauds in [t - d - 30d, t) known at t, -1 when there is none. How long a terminal
+  has been known to be compromised tells whether the compromise is still going on (a terminal
+  is fixed some time after its first fraud): fraud shares alone keep flagging a repaired
+  terminal for a month.
 
 Vectorised: window counts are two binary searches over (entity, time) keys plus cumulative sums;
 known frauds are a join of each transaction with the (rare) frauds of its own terminal.
@@ -36,7 +45,12 @@ FEATURE_COLUMNS = [
     *[f"customer_mean_amount_{w}d" for w in WINDOWS_DAYS],
     *[f"terminal_tx_count_{w}d" for w in WINDOWS_DAYS],
     *[f"terminal_fraud_share_{w}d" for w in WINDOWS_DAYS],
+    "terminal_known_frauds_in_delay",
+    "terminal_days_since_first_known_fraud",
+    "terminal_days_since_last_known_fraud",
 ]
+# terminal_days_since_*_known_fraud when the terminal has no known fraud in its lookback.
+NO_KNOWN_FRAUD = -1.0
 
 
 def history_window(cfg: UseCaseConfig) -> timedelta:
@@ -128,25 +142,36 @@ def compute_features(
         counts[w] = col
         out[f"terminal_tx_count_{w}d"] = col
 
-    known = _known_fraud_counts(transactions, labels, cfg, times, terminal)
+    known = _known_terminal_frauds(transactions, labels, cfg, times, terminal)
     for w in WINDOWS_DAYS:
         out[f"terminal_fraud_share_{w}d"] = np.divide(
             known[w], counts[w], out=np.zeros(n), where=counts[w] > 0
         )
+    for name in (
+        "terminal_known_frauds_in_delay",
+        "terminal_days_since_first_known_fraud",
+        "terminal_days_since_last_known_fraud",
+    ):
+        out[name] = known[name]
     return out
 
 
-def _known_fraud_counts(
+def _known_terminal_frauds(
     transactions: pd.DataFrame,
     labels: pd.DataFrame,
     cfg: UseCaseConfig,
     times: np.ndarray,
     terminal: np.ndarray,
-) -> dict[int, np.ndarray]:
-    """Per row: frauds at its terminal in [t - d - w, t - d) whose label was known by t."""
+) -> dict[Any, np.ndarray]:
+    """Per row, from the frauds at its terminal whose label was known by its time t:
+    the count in each [t - d - w, t - d) (keyed by w), the count in [t - d, t), and the days since
+    the first and the last of them in [t - d - 30d, t)."""
     f = cfg.fields
     n = len(transactions)
-    result = {w: np.zeros(n) for w in WINDOWS_DAYS}
+    result: dict[Any, np.ndarray] = {w: np.zeros(n) for w in WINDOWS_DAYS}
+    result["terminal_known_frauds_in_delay"] = np.zeros(n)
+    result["terminal_days_since_first_known_fraud"] = np.full(n, NO_KNOWN_FRAUD)
+    result["terminal_days_since_last_known_fraud"] = np.full(n, NO_KNOWN_FRAUD)
     if labels is None or len(labels) == 0 or n == 0:
         return result
     frauds = labels.loc[labels[f.label] == 1, [f.id, f.labeled_at]]
@@ -161,12 +186,26 @@ def _known_fraud_counts(
     # Frauds are rare, so pairing each row with its terminal's frauds stays small.
     pairs = rows.merge(frauds[["t", "k", "lab"]].rename(columns={"t": "tf"}), on="k", how="inner")
     delay = cfg.label_delay_days * DAY_NS
-    pairs = pairs[(pairs["lab"] <= pairs["t"]) & (pairs["tf"] < pairs["t"] - delay)]
-    age = (pairs["t"] - delay - pairs["tf"]).to_numpy()
+    lookback = delay + max(WINDOWS_DAYS) * DAY_NS
+    pairs = pairs[
+        (pairs["lab"] <= pairs["t"]) & (pairs["tf"] < pairs["t"]) & (pairs["tf"] >= pairs["t"] - lookback)
+    ]
+    age = (pairs["t"] - pairs["tf"]).to_numpy()  # > 0
     row = pairs["row"].to_numpy()
+    shifted = age - delay  # age past the delay period: (0, w] is inside [t - d - w, t - d)
     for w in WINDOWS_DAYS:
-        inside = age <= w * DAY_NS
+        inside = (shifted > 0) & (shifted <= w * DAY_NS)
         result[w] = np.bincount(row[inside], minlength=n).astype(np.float64)
+    result["terminal_known_frauds_in_delay"] = np.bincount(row[shifted <= 0], minlength=n).astype(np.float64)
+    if row.size:
+        days = age / DAY_NS
+        first = np.full(n, -np.inf)
+        np.maximum.at(first, row, days)
+        last = np.full(n, np.inf)
+        np.minimum.at(last, row, days)
+        seen = np.isfinite(first)
+        result["terminal_days_since_first_known_fraud"][seen] = first[seen]
+        result["terminal_days_since_last_known_fraud"][seen] = last[seen]
     return result
 
 
