@@ -162,6 +162,8 @@ with DAG(
         use_case_config=USE_CASE_CONFIG,
         engine="{{ params.training_engine }}",
         time_budget_s="{{ params.training_budget_s }}",
+        # training_engine=sagemaker: Autopilot runs as this role (README, "SageMaker").
+        sagemaker_role_arn="{{ var.value.get('fraud_sagemaker_execution_role_arn', '') }}",
         execution_timeout=timedelta(hours=3),
         outlets=[MODEL_VERSIONS],
     )

@@ -79,3 +79,9 @@ def test_retraining_dag_reads_like_the_pipeline(dagbag) -> None:
     assert outlets["extract_from_mongo"] == ["fraud_raw_transactions", "fraud_raw_labels"]
     assert outlets["automl_training"] == ["fraud_model_versions"]
     assert outlets["endpoint_update"] == ["fraud_model_champion"]
+    # Choosing training_engine=sagemaker in the trigger form needs the Autopilot role wired in.
+    for task_id, field in (
+        ("automl_training", "sagemaker_role_arn"),
+        ("endpoint_update", "execution_role_arn"),
+    ):
+        assert "fraud_sagemaker_execution_role_arn" in getattr(dag.get_task(task_id), field)
