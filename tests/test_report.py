@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from fraud_retraining.config import load_use_case
+from fraud_retraining.features import FEATURE_COLUMNS
 from fraud_retraining.report import (
     SECTIONS,
     normalize_deployment,
@@ -796,7 +797,7 @@ def test_report_of_a_real_run_on_the_local_stack(
     assert int(splits[0][2].replace(",", "")) == staged["rows"]["train"]
     # Drift: a PSI number per feature against the champion's training data.
     drift = page.table("drift", "drift")
-    assert len(drift) == 15 and all(is_number(r[1]) for r in drift)
+    assert len(drift) == len(FEATURE_COLUMNS) and all(is_number(r[1]) for r in drift)
     assert champion["version"] in page.text("drift")
     # Leaderboard with rows, curves of both models, card precision per test day, importance.
     leaderboard = page.table("leaderboard", "leaderboard")
@@ -807,7 +808,7 @@ def test_report_of_a_real_run_on_the_local_stack(
     per_day = page.table("card_precision", "card-precision")
     assert len(per_day) == SPLITS["test_days"] + 1 and all(is_number(c) for r in per_day for c in r[1:])
     importance = page.table("importance", "importance")
-    assert len(importance) == 15 and all(is_number(r[1]) for r in importance)
+    assert len(importance) == len(FEATURE_COLUMNS) and all(is_number(r[1]) for r in importance)
     for name in ("volumes", "drift", "curves", "card_precision", "importance"):
         images = page.sections[name]["images"]
         assert images and all(png_data_uri(src) for src in images), name
