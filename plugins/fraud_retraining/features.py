@@ -142,17 +142,13 @@ def compute_features(
         counts[w] = col
         out[f"terminal_tx_count_{w}d"] = col
 
-    known = _known_terminal_frauds(transactions, labels, cfg, times, terminal)
+    known, known_columns = _known_terminal_frauds(transactions, labels, cfg, times, terminal)
     for w in WINDOWS_DAYS:
         out[f"terminal_fraud_share_{w}d"] = np.divide(
             known[w], counts[w], out=np.zeros(n), where=counts[w] > 0
         )
-    for name in (
-        "terminal_known_frauds_in_delay",
-        "terminal_days_since_first_known_fraud",
-        "terminal_days_since_last_known_fraud",
-    ):
-        out[name] = known[name]
+    for name, values in known_columns.items():
+        out[name] = values
     return out
 
 
@@ -162,16 +158,19 @@ def _known_terminal_frauds(
     cfg: UseCaseConfig,
     times: np.ndarray,
     terminal: np.ndarray,
-) -> dict[Any, np.ndarray]:
-    """Per row, from the frauds at its terminal whose label was known by its time t:
-    the count in each [t - d - w, t - d) (keyed by w), the count in [t - d, t), and the days since
-    the first and the last of them in [t - d - 30d, t)."""
+) -> tuple[dict[int, np.ndarray], dict[str, np.ndarray]]:
+    """Per row, from the frauds at its terminal whose label was known by its time t: the count in
+    each [t - d - w, t - d) keyed by w; and the feature columns of the count in [t - d, t) and of
+    the days since the first and the last of them within the history window [t - d - 30d, t)."""
     f = cfg.fields
     n = len(transactions)
-    result: dict[Any, np.ndarray] = {w: np.zeros(n) for w in WINDOWS_DAYS}
-    result["terminal_known_frauds_in_delay"] = np.zeros(n)
-    result["terminal_days_since_first_known_fraud"] = np.full(n, NO_KNOWN_FRAUD)
-    result["terminal_days_since_last_known_fraud"] = np.full(n, NO_KNOWN_FRAUD)
+    per_window = {w: np.zeros(n) for w in WINDOWS_DAYS}
+    columns = {
+        "terminal_known_frauds_in_delay": np.zeros(n),
+        "terminal_days_since_first_known_fraud": np.full(n, NO_KNOWN_FRAUD),
+        "terminal_days_since_last_known_fraud": np.full(n, NO_KNOWN_FRAUD),
+    }
+    result = (per_window, columns)
     if labels is None or len(labels) == 0 or n == 0:
         return result
     frauds = labels.loc[labels[f.label] == 1, [f.id, f.labeled_at]]
@@ -186,7 +185,8 @@ def _known_terminal_frauds(
     # Frauds are rare, so pairing each row with its terminal's frauds stays small.
     pairs = rows.merge(frauds[["t", "k", "lab"]].rename(columns={"t": "tf"}), on="k", how="inner")
     delay = cfg.label_delay_days * DAY_NS
-    lookback = delay + max(WINDOWS_DAYS) * DAY_NS
+    # The live path fetches exactly history_window of history: look no further back than that.
+    lookback = pd.Timedelta(history_window(cfg)).value  # nanoseconds
     pairs = pairs[
         (pairs["lab"] <= pairs["t"]) & (pairs["tf"] < pairs["t"]) & (pairs["tf"] >= pairs["t"] - lookback)
     ]
@@ -195,8 +195,8 @@ def _known_terminal_frauds(
     shifted = age - delay  # age past the delay period: (0, w] is inside [t - d - w, t - d)
     for w in WINDOWS_DAYS:
         inside = (shifted > 0) & (shifted <= w * DAY_NS)
-        result[w] = np.bincount(row[inside], minlength=n).astype(np.float64)
-    result["terminal_known_frauds_in_delay"] = np.bincount(row[shifted <= 0], minlength=n).astype(np.float64)
+        per_window[w] = np.bincount(row[inside], minlength=n).astype(np.float64)
+    columns["terminal_known_frauds_in_delay"] = np.bincount(row[shifted <= 0], minlength=n).astype(np.float64)
     if row.size:
         days = age / DAY_NS
         first = np.full(n, -np.inf)
@@ -204,8 +204,8 @@ def _known_terminal_frauds(
         last = np.full(n, np.inf)
         np.minimum.at(last, row, days)
         seen = np.isfinite(first)
-        result["terminal_days_since_first_known_fraud"][seen] = first[seen]
-        result["terminal_days_since_last_known_fraud"][seen] = last[seen]
+        columns["terminal_days_since_first_known_fraud"][seen] = first[seen]
+        columns["terminal_days_since_last_known_fraud"][seen] = last[seen]
     return result
 
 
