@@ -105,12 +105,12 @@ def _records_to_matrix(records: list[Any], feature_names: Sequence[str]) -> np.n
     schema enforcement does): callers send the whole feature catalogue of their code version, so a
     champion trained on an older, smaller feature set keeps serving through a feature upgrade. A
     misspelt name still fails, as the feature it was meant to be is then missing."""
-    index = {name: i for i, name in enumerate(feature_names)}
+    required = set(feature_names)
     matrix = np.empty((len(records), len(feature_names)), dtype=np.float64)
     for r, record in enumerate(records):
         if not isinstance(record, dict):
             raise PayloadError(f"record {r} is not an object")
-        missing = index.keys() - set(record)
+        missing = required - record.keys()
         if missing:
             raise PayloadError(f"record {r} lacks features: {sorted(missing)}")
         try:
