@@ -37,6 +37,8 @@ USE_CASE_CONFIG = "{{ params.use_case_config or '' }}"
 STAGE_SUMMARY = "ti.xcom_pull(task_ids='stage_to_s3')"
 TRAIN_SUMMARY = "ti.xcom_pull(task_ids='automl_training')"
 GATE_SUMMARY = "ti.xcom_pull(task_ids='model_evaluation_gate')"
+# The role SageMaker runs as, for Autopilot training and for hosting (README, "SageMaker").
+SAGEMAKER_EXECUTION_ROLE = "{{ var.value.get('fraud_sagemaker_execution_role_arn', '') }}"
 
 # Asset URIs are fixed when the DAG is parsed: they name the default use case's locations.
 _CFG = load_use_case()
@@ -162,8 +164,7 @@ with DAG(
         use_case_config=USE_CASE_CONFIG,
         engine="{{ params.training_engine }}",
         time_budget_s="{{ params.training_budget_s }}",
-        # training_engine=sagemaker: Autopilot runs as this role (README, "SageMaker").
-        sagemaker_role_arn="{{ var.value.get('fraud_sagemaker_execution_role_arn', '') }}",
+        sagemaker_role_arn=SAGEMAKER_EXECUTION_ROLE,
         execution_timeout=timedelta(hours=3),
         outlets=[MODEL_VERSIONS],
     )
@@ -190,7 +191,7 @@ with DAG(
         # SageMaker hosting needs a serving image and a packaged model; set these Variables for AWS.
         image_uri="{{ var.value.get('fraud_sagemaker_image_uri', '') }}",
         model_data_url="{{ var.value.get('fraud_sagemaker_model_data_url', '') }}",
-        execution_role_arn="{{ var.value.get('fraud_sagemaker_execution_role_arn', '') }}",
+        execution_role_arn=SAGEMAKER_EXECUTION_ROLE,
         execution_timeout=timedelta(minutes=30),
         outlets=[LIVE_CHAMPION],
     )
