@@ -91,7 +91,7 @@ def main() -> int:
         history = time.perf_counter() - began
         demo._run([str(BIN / "airflow"), "db", "migrate"], env, log=state / "db-migrate.log")
         conf = {"training_budget_s": args.budget, "training_window_days": args.window}
-        logical = f"{end_day.isoformat()}T00:00:00+00:00"
+        logical = demo.midnight_utc(end_day)
         print(f"airflow dags test {DAG_ID} {logical} --conf {json.dumps(conf)}", flush=True)
         began = time.perf_counter()
         demo._run(

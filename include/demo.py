@@ -44,6 +44,11 @@ def _run(cmd: list[str], env: dict[str, str], log: Path | None = None, timeout: 
     print(f"   done in {time.monotonic() - started:.1f}s", flush=True)
 
 
+def midnight_utc(day: date) -> str:
+    """`day` 00:00 UTC as the CLIs take it (the seeder's --as-of, a DAG run's logical date)."""
+    return f"{day.isoformat()}T00:00:00+00:00"
+
+
 def seed_command(start_day: date, end_day: date, customers: int, terminals: int, *extra: str) -> list[str]:
     """include/seed_transactions.py for [start_day, end_day), labels due by end_day written."""
     return [
@@ -59,7 +64,7 @@ def seed_command(start_day: date, end_day: date, customers: int, terminals: int,
         "--terminals",
         str(terminals),
         "--as-of",
-        f"{end_day.isoformat()}T00:00:00+00:00",
+        midnight_utc(end_day),
         *extra,
     ]
 
@@ -79,8 +84,7 @@ def extract_history_command(first_day: date, stop_day: date) -> list[str]:
 def dags_test_command(end_day: date, conf: dict) -> list[str]:
     """`airflow dags test` for the interval ending at end_day (CronDataIntervalTimetable: logical
     date D runs [D - 1 day, D))."""
-    logical = f"{end_day.isoformat()}T00:00:00+00:00"
-    return [str(BIN / "airflow"), "dags", "test", DAG_ID, logical, "--conf", json.dumps(conf)]
+    return [str(BIN / "airflow"), "dags", "test", DAG_ID, midnight_utc(end_day), "--conf", json.dumps(conf)]
 
 
 def read_latest_run(env: dict[str, str]) -> dict:
@@ -212,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         print("4. preparing the Airflow metadata DB (.local/airflow, SQLite)", flush=True)
         _run([str(BIN / "airflow"), "db", "migrate"], env, log=state_dir / "logs" / "demo-db-migrate.log")
 
-        logical = f"{end_day.isoformat()}T00:00:00+00:00"
+        logical = midnight_utc(end_day)
         log = state_dir / "logs" / "demo-dag-test.log"
         print(f"5. airflow dags test {DAG_ID} {logical}  (log: {log})", flush=True)
         conf = {"training_budget_s": args.budget, "training_window_days": args.days - 35}
